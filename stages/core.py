@@ -1,0 +1,151 @@
+"""Shared core of every stage: errors, offline defaults, seeding, atomic outputs, JSON(L) I/O."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+# Offline unless the user exports otherwise: nothing reaches a hub by accident.
+for _var, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("DVC_NO_ANALYTICS", "1")):
+    os.environ.setdefault(_var, _value)
+
+log = logging.getLogger("llm-lifecycle")
+
+
+class StageError(Exception):
+    """A problem the user can fix (bad params, bad data): printed as one line, exit code 2."""
+
+
+class DataError(StageError):
+    """Bad input data, located by file and row (1-based; 0 when the whole file is at fault)."""
+
+    def __init__(self, path: str | Path, row: int, message: str):
+        where = f"{path}: row {row}" if row else f"{path}"
+        super().__init__(f"{where}: {message}")
+        self.path, self.row = str(path), row
+
+
+def hub_is_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def run(main: Callable[[], None]) -> None:
+    """Entry point of `python -m stages.<name>`: user errors become one line and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        main()
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def stable_fraction(text: str, salt: str = "") -> float:
+    """A number in [0, 1) fixed by the text alone: the same on every machine and Python run."""
+    digest = hashlib.sha256((salt + text).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+# ---- atomic outputs: a failed or killed stage never leaves a half-written output ----
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o755)
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        tmp.chmod(0o644)  # mkstemp's 0600 would make outputs unreadable to others
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write records one JSON object a line (into an already-temporary location); return the count."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+# ---- reading user data: every problem names the file and the row ----
+
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        row = data.count(b"\n", 0, err.start) + 1
+        raise DataError(path, row, f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+
+
+def parse_jsonl(text: str, path: str | Path, required: Iterable[str] = ("text",),
+                text_column: str | None = "text") -> list[tuple[int, dict]]:
+    """(row, record) for each non-blank line; every problem names the file and the row."""
+    records = []
+    for row, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+0085 etc. are text
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, row, f"not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(path, row, f"expected a JSON object, got {type(record).__name__}")
+        for column in required:
+            if column not in record:
+                raise DataError(path, row, f"missing column '{column}' (has: {', '.join(record) or 'none'})")
+        if text_column is not None and not isinstance(record[text_column], str):
+            raise DataError(path, row, f"column '{text_column}' must be text, got {record[text_column]!r}")
+        records.append((row, record))
+    if not records:
+        raise DataError(path, 0, "empty: no rows")
+    return records
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ("text",)) -> list[dict]:
+    path = Path(path)
+    return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required))]

@@ -1,0 +1,311 @@
+"""The typed schema of params.yaml, validated before any stage does work.
+
+`python -m stages.params [params.yaml]` validates the whole file and prints every problem, one per line.
+A stage calls `load()`: the first problem stops it with one line such as
+`params.yaml: prepare.dedup.near.threshold = 1.7: must be between 0 and 1`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stages.core import StageError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def between(lo: float, hi: float, kind=float):
+    def check(value):
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+    return Annotated[kind, AfterValidator(check)]
+
+
+def at_least(lo: float, kind=int):
+    def check(value):
+        if value < lo:
+            raise ValueError(f"must be at least {lo}")
+        return value
+    return Annotated[kind, AfterValidator(check)]
+
+
+def positive(kind=float):
+    def check(value):
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+    return Annotated[kind, AfterValidator(check)]
+
+
+Fraction = between(0, 1)
+
+
+class Section(BaseModel):
+    # strict: a YAML string "5" is not an int, 1.0 is not a bool; unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+# ---------------------------------------------------------------- collect
+
+class Source(Section):
+    """One input of a corpus. Which fields are needed depends on `kind`."""
+    name: str = Field(description="names the source in reports and in each document's `source`")
+    kind: Literal["package", "path", "hf", "url"]
+    package: Optional[str] = Field(None, description="kind package: the installed, pinned package holding the file")
+    path: Optional[str] = Field(None, description="package: glob inside the package; path: local file or glob")
+    dataset: Optional[str] = Field(None, description="kind hf: the datasets hub name")
+    hf_split: str = Field("train", description="kind hf: which split to read")
+    url: Optional[str] = None
+    sha256: Optional[str] = Field(None, description="kind url: required checksum of the download")
+    format: Literal["auto", "text", "jsonl", "csv", "parquet", "shakespeare_md", "mediawiki_xml"] = "auto"
+    text_column: str = "text"
+    label_column: Optional[str] = Field(None, description="labelled corpora: the column holding the label")
+    label_map: dict[str, str] = Field(default_factory=dict, description="raw label -> class name")
+    drop_labels: list[str] = Field(default_factory=list, description="raw labels whose rows are skipped")
+    weight: positive() = Field(1.0, description="share of the mixture's characters (pretraining)")
+    limit: Optional[at_least(1)] = Field(None, description="keep at most this many documents (smoke tests)")
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self):
+        needs = {"package": ("package", "path"), "path": ("path",), "hf": ("dataset",), "url": ("url", "sha256")}
+        for field in needs[self.kind]:
+            if getattr(self, field) is None:
+                raise ValueError(f"kind '{self.kind}' needs '{field}'")
+        if self.sha256 is not None and not (len(self.sha256) == 64 and all(c in "0123456789abcdef" for c in self.sha256)):
+            raise ValueError(f"sha256 = {self.sha256!r}: must be 64 lowercase hex digits")
+        return self
+
+
+class CollectParams(Section):
+    pretrain: list[Source] = Field(min_length=1)
+    finetune: list[Source] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        for corpus in ("pretrain", "finetune"):
+            names = [s.name for s in getattr(self, corpus)]
+            duplicated = sorted({n for n in names if names.count(n) > 1})
+            if duplicated:
+                raise ValueError(f"{corpus}: source names must be unique, repeated: {', '.join(duplicated)}")
+        for source in self.finetune:
+            if source.label_column is None:
+                raise ValueError(f"finetune source '{source.name}' needs 'label_column'")
+        return self
+
+
+# ---------------------------------------------------------------- prepare
+
+class Filters(Section):
+    """Quality filters; Gopher-style heuristics (Rae et al. 2021). A document failing one is dropped."""
+    min_chars: at_least(0) = 1
+    max_chars: at_least(1) = 1_000_000
+    min_words: at_least(0) = 1
+    max_words: at_least(1) = 200_000
+    min_mean_word_length: between(0, 100) = 0.0
+    max_mean_word_length: between(0, 1000) = 1000.0
+    min_alpha_ratio: Fraction = Field(0.0, description="letters / non-space characters")
+    min_alpha_word_ratio: Fraction = Field(0.0, description="share of words with at least one letter")
+    max_symbol_word_ratio: between(0, 100) = Field(100.0, description="('#' + '...') / words")
+    max_bullet_line_ratio: Fraction = 1.0
+    max_ellipsis_line_ratio: Fraction = 1.0
+    max_repeated_line_ratio: Fraction = Field(1.0, description="duplicate lines / lines")
+    max_repeated_line_char_ratio: Fraction = Field(1.0, description="characters in duplicate lines / characters")
+    max_top_bigram_char_ratio: Fraction = Field(1.0, description="characters of the most frequent word bigram / characters")
+    min_stop_words: at_least(0) = Field(0, description="distinct English stop words (the, be, to, of, and, that, have, with)")
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for lo, hi in (("min_chars", "max_chars"), ("min_words", "max_words"),
+                       ("min_mean_word_length", "max_mean_word_length")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo} = {getattr(self, lo)} is above {hi} = {getattr(self, hi)}")
+        return self
+
+
+class NearDedup(Section):
+    enabled: bool = True
+    threshold: Fraction = Field(0.8, description="estimated Jaccard similarity at which two documents are near duplicates")
+    num_perm: between(16, 1024, int) = 128
+    shingle_size: between(1, 32, int) = Field(5, description="words per shingle")
+
+    @model_validator(mode="after")
+    def _enough_bands(self):
+        if self.enabled:
+            from datasketch.lsh import _optimal_param  # the banding MinHashLSH itself will choose
+
+            bands, _ = _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
+            if bands < 2:
+                raise ValueError(f"threshold = {self.threshold} with num_perm = {self.num_perm} leaves {bands} LSH band "
+                                 "(MinHashLSH needs 2); lower the threshold or raise num_perm")
+        return self
+
+
+class Dedup(Section):
+    exact: bool = True
+    near: NearDedup = NearDedup()
+
+
+class Pii(Section):
+    email: bool = True
+    phone: bool = True
+    ip: bool = True
+    credit_card: bool = True
+
+
+class Split(Section):
+    validation: between(0, 0.5) = 0.05
+    test: between(0, 0.5) = 0.05
+
+
+class PrepareParams(Section):
+    normalization: Literal["NFC", "NFKC", "none"] = "NFKC"
+    filters: dict[Literal["pretrain", "finetune"], Filters]
+    dedup: Dedup = Dedup()
+    pii: Pii = Pii()
+    split: Split = Split()
+    length_bins: list[at_least(1)] = Field(default_factory=lambda: [10, 30, 100, 300, 1000, 3000, 10000, 30000],
+                                           min_length=1, description="upper edges (words) of the length histogram")
+
+    @model_validator(mode="after")
+    def _both_corpora(self):
+        missing = {"pretrain", "finetune"} - set(self.filters)
+        if missing:
+            raise ValueError(f"filters: needs a section for {', '.join(sorted(missing))}")
+        return self
+
+
+# ---------------------------------------------------------------- tokenizer / tokenize
+
+class SpecialTokens(Section):
+    eos: str = "<|endoftext|>"
+    pad: str = "<|pad|>"
+
+
+class TokenizerParams(Section):
+    pretrained: Optional[str] = Field(None, description="use this tokenizer (a local directory, or a hub name online) instead of training one")
+    vocab_size: between(260, 1_000_000, int) = 4096
+    min_frequency: at_least(1) = 2
+    special_tokens: SpecialTokens = SpecialTokens()
+
+
+class TokenizeParams(Section):
+    block_size: between(8, 1_048_576, int) = 128
+    batch_size: at_least(1) = 1000
+
+
+class Params(Section):
+    seed: at_least(0) = 0
+    collect: CollectParams
+    prepare: PrepareParams
+    tokenizer: TokenizerParams = TokenizerParams()
+    tokenize: TokenizeParams = TokenizeParams()
+
+
+# ---------------------------------------------------------------- loading and error lines
+
+_TYPE_WORDS = {"int_type": "must be an integer", "float_type": "must be a number", "bool_type": "must be true or false",
+               "string_type": "must be a string", "list_type": "must be a list", "dict_type": "must be a mapping",
+               "model_type": "must be a mapping", "missing": "is required", "extra_forbidden": "unknown key"}
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(loc: tuple) -> str:
+    model = Params
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return ""
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+            inner = getattr(candidate, "__args__", ())
+            models = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+            if models:
+                model = models[0]
+                break
+        else:
+            return ""
+    return ", ".join(model.model_fields)
+
+
+def error_lines(err: ValidationError, file: str | Path) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = e["loc"]
+        kind = e["type"]
+        if kind == "value_error":
+            message = e["msg"].removeprefix("Value error, ")
+        elif kind == "literal_error":
+            message = f"must be one of {e['ctx']['expected']}"
+        elif kind == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            message = "unknown key" + (f" (allowed: {allowed})" if allowed else "")
+        elif kind in ("too_short", "too_long"):
+            message = e["msg"].lower()
+        else:
+            message = _TYPE_WORDS.get(kind, e["msg"])
+        name = _dotted(loc) or "(top level)"
+        value = e["input"] if kind != "missing" else None
+        shown = f" = {value!r}" if kind != "missing" and not isinstance(value, (dict, list)) else ""
+        lines.append(f"{file}: {name}{shown}: {message}")
+    return lines
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise StageError(f"{path}: not found (run from the project root)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise StageError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: must be a mapping of sections")
+    return data
+
+
+def validate(data: dict, file: str | Path = PARAMS_FILE) -> tuple[Params | None, list[str]]:
+    try:
+        return Params.model_validate(data), []
+    except ValidationError as err:
+        return None, error_lines(err, file)
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    """Validated params; the first problem raises a one-line StageError."""
+    path = Path(path)
+    params, problems = validate(read_yaml(path), path)
+    if problems:
+        more = f" (and {len(problems) - 1} more: python -m stages.params)" if len(problems) > 1 else ""
+        raise StageError(problems[0] + more)
+    return params
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else PARAMS_FILE
+    params, problems = validate(read_yaml(path), path)
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        sys.exit(2)
+    print(f"{path}: valid ({len(Params.model_fields)} sections, seed {params.seed})")
+
+
+if __name__ == "__main__":
+    from stages.core import run
+    run(main)

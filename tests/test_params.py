@@ -1,0 +1,81 @@
+"""Bad params stop a stage before any work with one line: the key, the value, what is allowed."""
+import pytest
+
+from stages import params as P
+from tests.conftest import default_params, run_stage, the_error, write_params
+
+
+def edit(params: dict, dotted: str, value) -> dict:
+    *parents, last = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return params
+
+
+DELETE = object()
+
+BAD = [
+    ("prepare.dedup.near.threshold", 1.7, "prepare.dedup.near.threshold = 1.7: must be between 0 and 1"),
+    ("prepare.dedup.near.treshold", 0.5,
+     "prepare.dedup.near.treshold = 0.5: unknown key (allowed: enabled, threshold, num_perm, shingle_size)"),
+    ("seed", "abc", "seed = 'abc': must be an integer"),
+    ("seed", -1, "seed = -1: must be at least 0"),
+    ("tokenizer.vocab_size", 5.5, "tokenizer.vocab_size = 5.5: must be an integer"),
+    ("tokenizer.vocab_size", 100, "tokenizer.vocab_size = 100: must be between 260 and 1000000"),
+    ("prepare.normalization", "NFD", "prepare.normalization = 'NFD': must be one of 'NFC', 'NFKC' or 'none'"),
+    ("collect.pretrain.0.kind", "ftp", "collect.pretrain[0].kind = 'ftp': must be one of 'package', 'path', 'hf' or 'url'"),
+    ("collect.pretrain.0.weight", 0, "collect.pretrain[0].weight = 0: must be greater than 0"),
+    ("prepare.pii.email", 1, "prepare.pii.email = 1: must be true or false"),
+    ("prepare.split.test", 0.9, "prepare.split.test = 0.9: must be between 0 and 0.5"),
+    ("prepare.filters.pretrain.min_words", 500000,
+     "prepare.filters.pretrain: min_words = 500000 is above max_words = 100000"),
+    ("tokenize.block_size", "128", "tokenize.block_size = '128': must be an integer"),
+    ("prepare.dedup.near.num_perm", DELETE, None),  # optional: the default applies
+    ("collect", DELETE, "collect: is required"),
+    ("pretrian", {}, "pretrian: unknown key (allowed: seed, collect, prepare, tokenizer, tokenize)"),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", [b for b in BAD if b[2]], ids=[f"{b[0]}={b[1]!r}" for b in BAD if b[2]])
+def test_bad_param_stops_stage_with_one_line(project, key, value, expected):
+    write_params(project, edit(default_params(), key, value))
+    result = run_stage("collect", project)
+    assert the_error(result).startswith(f"error: params.yaml: {expected}"), result.stderr
+    assert not (project / "data").exists(), "no work may start on bad params"
+
+
+def test_optional_key_may_be_left_out():
+    params, problems = P.validate(edit(default_params(), "prepare.dedup.near.num_perm", DELETE))
+    assert problems == [] and params.prepare.dedup.near.num_perm == 128
+
+
+def test_url_source_needs_sha256():
+    params = default_params()
+    params["collect"]["pretrain"][0] = {"name": "web", "kind": "url", "url": "https://example.org/a.txt"}
+    _, problems = P.validate(params)
+    assert problems == ["params.yaml: collect.pretrain[0]: kind 'url' needs 'sha256'"]
+
+
+def test_validate_command_lists_every_problem(project):
+    params = edit(edit(default_params(), "seed", "x"), "tokenize.block_size", 2)
+    path = write_params(project, params)
+    result = run_stage("params", project, str(path))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 2
+
+
+def test_default_params_are_valid(project):
+    result = run_stage("params", project)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_invalid_yaml_names_the_line(project):
+    (project / "params.yaml").write_text("seed: 1\nprepare: [unclosed\n")
+    error = the_error(run_stage("collect", project))
+    assert error.startswith("error: params.yaml: line 3: not valid YAML")

@@ -1,0 +1,106 @@
+"""End to end: the real DAG on a tiny config, run by DVC as a user would."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, default_params, run_stage, stage_env, write_params
+
+
+def tiny_params() -> dict:
+    params = default_params()
+    limits = {"shakespeare": 30, "wikipedia": 6, "rotten_tomatoes": 400}
+    for corpus in ("pretrain", "finetune"):
+        for source in params["collect"][corpus]:
+            source["limit"] = limits[source["name"]]
+    params["tokenizer"]["vocab_size"] = 512
+    params["tokenize"]["block_size"] = 64
+    return params
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    """A copy of the project with a tiny config, after one `dvc repro`."""
+    project = tmp_path_factory.mktemp("project")
+    for item in ("dvc.yaml", "stages", "requirements-data.txt"):
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, project / item)
+    write_params(project, tiny_params())
+    env = stage_env()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return project
+
+
+def dvc(project, *args) -> str:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=stage_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_repro_writes_every_declared_output(tiny_project):
+    for path in ("data/raw/pretrain.jsonl", "data/raw/finetune.jsonl", "data/prepared/pretrain/train.jsonl",
+                 "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json", "data/tokens/dataset_dict.json",
+                 "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json"):
+        assert (tiny_project / path).exists(), path
+
+
+def test_second_repro_does_nothing(tiny_project):
+    out = dvc(tiny_project, "repro")
+    assert "Data and pipelines are up to date" in out
+    assert "Running stage" not in out
+
+
+def test_dag_runs_collect_prepare_tokenizer_tokenize(tiny_project):
+    out = dvc(tiny_project, "dag", "--dot")
+    for edge in ('"collect" -> "prepare"', '"prepare" -> "tokenizer"', '"tokenizer" -> "tokenize"'):
+        assert edge in out, out
+
+
+def test_data_report_counts_every_step_and_split(tiny_project):
+    report = json.loads((tiny_project / "reports/data.json").read_text())
+    pretrain = report["pretrain"]
+    assert set(pretrain["sources"]) == {"shakespeare", "wikipedia"}
+    assert sum(s["documents"] for s in pretrain["split"].values()) == pretrain["documents_out"]
+    steps = pretrain["sources"]["shakespeare"]
+    names = list(steps)
+    for before, after in zip(names, names[1:]):
+        assert steps[before]["documents_out"] == steps[after]["documents_in"], (before, after)
+    assert set(report["finetune"]["pii_replaced"]) == {"email", "phone", "ip", "credit_card"}
+
+
+def test_tokens_dataset_has_fixed_blocks_per_split(tiny_project):
+    from datasets import load_from_disk
+
+    tokens = load_from_disk(str(tiny_project / "data/tokens"))
+    assert set(tokens) == {"train", "validation", "test"}
+    assert all(len(row) == 64 for row in tokens["train"]["input_ids"][:20])
+    report = json.loads((tiny_project / "reports/tokens.json").read_text())
+    assert report["train"]["blocks"] == len(tokens["train"])
+    assert 1.0 < report["train"]["bytes_per_token"] < 8.0
+
+
+def test_prepare_twice_gives_byte_identical_outputs(tiny_project):
+    outputs = sorted((tiny_project / "data/prepared").rglob("*.jsonl")) + [tiny_project / "reports/data.json"]
+    first = {p: p.read_bytes() for p in outputs}
+    result = run_stage("prepare", tiny_project)
+    assert result.returncode == 0, result.stderr
+    assert {p: p.read_bytes() for p in outputs} == first
+
+
+def test_params_change_reruns_only_what_depends_on_it(tiny_project):
+    params = tiny_params()
+    params["tokenize"]["block_size"] = 32
+    write_params(tiny_project, params)
+    try:
+        out = dvc(tiny_project, "repro")
+        assert "Running stage 'tokenize'" in out
+        assert "Running stage 'prepare'" not in out and "Running stage 'collect'" not in out
+        assert json.loads((tiny_project / "reports/tokens.json").read_text())["block_size"] == 32
+    finally:
+        write_params(tiny_project, tiny_params())
+        dvc(tiny_project, "repro")

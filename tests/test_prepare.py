@@ -1,0 +1,418 @@
+"""Unit tests for stages/prepare.py: normalisation, quality filters, dedup, PII scrubbing, splits, the pipeline."""
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import pytest
+
+from stages import params as P
+from tests.conftest import default_params
+from stages.prepare import (
+    FILTERS,
+    exact_key,
+    length_histogram,
+    luhn_valid,
+    near_duplicates,
+    normalize,
+    prepare_corpus,
+    quality_failure,
+    scrub_pii,
+    split_of,
+)
+
+# ---------------------------------------------------------------- helpers
+
+_VOCAB = (
+    "river mountain forest lantern copper violin harbor meadow thunder pepper saddle glacier orchard "
+    "compass ribbon falcon marble canyon velvet anchor bramble cider dune ember fjord garnet hazel iris "
+    "juniper kettle lagoon mosaic nectar oyster prairie quartz raven spruce tundra umber vapor willow "
+    "yarrow zephyr basalt cobalt dahlia egret fennel gravel heron indigo jasper kelp lichen mango nutmeg "
+    "obsidian pollen quill rosemary sorrel thistle urchin vessel walnut"
+).split()
+
+
+def _words(n: int, offset: int = 0) -> list[str]:
+    """n distinct words from a fixed vocabulary (a wrap-around slice), so texts are deterministic."""
+    return [_VOCAB[(offset + i) % len(_VOCAB)] for i in range(n)]
+
+
+def _text(n: int, offset: int = 0) -> str:
+    return " ".join(_words(n, offset))
+
+
+def _near_copy(text: str, positions: dict[int, str]) -> str:
+    words = text.split()
+    for i, word in positions.items():
+        words[i] = word
+    return " ".join(words)
+
+
+def _prepare_params(**overrides) -> P.PrepareParams:
+    data = {"filters": {"pretrain": {}, "finetune": {}}}
+    data.update(overrides)
+    return P.PrepareParams.model_validate(data)
+
+
+# ---------------------------------------------------------------- normalize
+
+def test_normalize_nfkc_folds_ligature():
+    assert normalize("\ufb01ne") == "fine"
+
+
+def test_normalize_nfkc_folds_fullwidth_digits():
+    assert normalize("\uff11\uff12\uff13") == "123"
+
+
+def test_normalize_removes_control_characters():
+    assert normalize("a\x00b\x07c\x1fd\x7fe\u200bf\ufeffg") == "abcdefg"
+
+
+def test_normalize_removes_c1_control_characters():
+    assert normalize("a\x80b\x9bc") == "abc"
+
+
+def test_normalize_collapses_runs_of_spaces_and_tabs():
+    assert normalize("a  \t  b\t\tc") == "a b c"
+
+
+def test_normalize_keeps_single_newlines_and_strips_line_edges():
+    assert normalize("a  \n   b") == "a\nb"
+
+
+def test_normalize_collapses_many_newlines_to_one_blank_line():
+    assert normalize("a\n\n\n\n\nb") == "a\n\nb"
+
+
+def test_normalize_keeps_a_single_blank_line():
+    assert normalize("a\n\nb") == "a\n\nb"
+
+
+def test_normalize_collapses_whitespace_only_lines_into_one_blank_line():
+    assert normalize("a\n  \n\t\n\nb") == "a\n\nb"
+
+
+def test_normalize_converts_carriage_returns_to_newlines():
+    assert normalize("a\r\nb\rc") == "a\nb\nc"
+
+
+def test_normalize_strips_edges():
+    assert normalize(" \n\t hello world \n\n ") == "hello world"
+
+
+def test_normalize_form_none_keeps_ligature():
+    assert normalize("\ufb01ne  x", "none") == "\ufb01ne x"
+
+
+# ---------------------------------------------------------------- quality filters
+
+# (filter, threshold, a text failing only that filter, a text passing it)
+QUALITY_CASES = [
+    ("min_chars", 20, "short text", "this text is longer than twenty"),
+    ("max_chars", 20, "this text is longer than twenty", "short text"),
+    ("min_words", 3, "two words", "three words here"),
+    ("max_words", 3, "one two three four", "one two"),
+    ("min_mean_word_length", 3.0, "a b c to", "three words here"),
+    ("max_mean_word_length", 8.0, "supercalifragilistic antidisestablishment", "short words here"),
+    ("min_alpha_ratio", 0.5, "123 456 789 ab", "hello world 1"),
+    ("min_alpha_word_ratio", 0.5, "123 456 789 word", "word word 123"),
+    ("max_symbol_word_ratio", 0.1, "# heading # more # tags here", "plain words without any symbols here"),
+    ("max_bullet_line_ratio", 0.5, "- one\n- two\n* three\nplain", "- one\nplain\nplain two\nplain three"),
+    ("max_ellipsis_line_ratio", 0.3, "wait...\nand then\u2026\nok", "wait...\nfine\nok\nyes"),
+    ("max_repeated_line_ratio", 0.2, "same\nsame\nsame\nother", "a\nb\nc\nd"),
+    ("max_repeated_line_char_ratio", 0.2,
+     "a long repeated line here\na long repeated line here\nx", "a long unique line\nanother one\nx"),
+    ("max_top_bigram_char_ratio", 0.2, "the cat the cat the cat sat", "one two three four five six"),
+    ("min_stop_words", 2, "cats sit on mats", "the cat and the dog"),
+]
+
+
+def test_quality_cases_cover_every_filter_field():
+    assert sorted(name for name, *_ in QUALITY_CASES) == sorted(P.Filters.model_fields)
+
+
+def test_filters_steps_follow_the_model_fields():
+    assert FILTERS == tuple(P.Filters.model_fields)
+
+
+@pytest.mark.parametrize("name, threshold, failing, passing", QUALITY_CASES, ids=[c[0] for c in QUALITY_CASES])
+def test_quality_filter_rejects_text_failing_it(name, threshold, failing, passing):
+    assert quality_failure(failing, P.Filters(**{name: threshold})) == name
+
+
+@pytest.mark.parametrize("name, threshold, failing, passing", QUALITY_CASES, ids=[c[0] for c in QUALITY_CASES])
+def test_quality_filter_accepts_text_passing_it(name, threshold, failing, passing):
+    assert quality_failure(passing, P.Filters(**{name: threshold})) is None
+
+
+@pytest.mark.parametrize("name, threshold, failing, passing", QUALITY_CASES, ids=[c[0] for c in QUALITY_CASES])
+def test_quality_failing_text_passes_default_filters(name, threshold, failing, passing):
+    # The failing texts fail *because of* the threshold under test, not some default.
+    assert quality_failure(failing, P.Filters()) is None
+
+
+def test_quality_failure_reports_the_first_failing_filter():
+    assert quality_failure("hi", P.Filters(min_chars=5, min_words=3)) == "min_chars"
+
+
+def test_symbol_ratio_counts_ellipses():
+    assert quality_failure("wait... what... really... now", P.Filters(max_symbol_word_ratio=0.5)) \
+        == "max_symbol_word_ratio"
+
+
+def test_min_words_drops_short_documents():
+    assert quality_failure("too short", P.Filters(min_words=5)) == "min_words"
+
+
+# ---------------------------------------------------------------- near dedup
+
+def test_near_duplicates_catches_pair_differing_by_two_words():
+    base = _text(60)
+    near = _near_copy(base, {15: "zzalpha", 45: "zzbeta"})
+    assert near != base
+    assert near_duplicates([base, near], threshold=0.7, num_perm=128, shingle_size=3) == [1]
+
+
+def test_near_duplicates_returns_the_later_index():
+    base = _text(60)
+    other = " ".join(reversed(base.split()))  # same words, no shared shingle
+    near = _near_copy(base, {30: "zzgamma"})
+    assert near_duplicates([base, other, near], threshold=0.7, num_perm=128, shingle_size=3) == [2]
+
+
+def test_near_duplicates_keeps_distinct_texts():
+    texts = [_text(20, offset=k) for k in (0, 20, 40)] + ["a completely different sentence about nothing"]
+    assert near_duplicates(texts, threshold=0.7, num_perm=128, shingle_size=3) == []
+
+
+def test_near_duplicates_high_threshold_keeps_near_pair():
+    base = _text(60)
+    near = _near_copy(base, {15: "zzalpha", 45: "zzbeta"})
+    assert near_duplicates([base, near], threshold=0.95, num_perm=128, shingle_size=3) == []
+
+
+def test_near_dedup_threshold_that_leaves_one_lsh_band_is_rejected_as_a_param():
+    params, problems = P.validate({**default_params(), "prepare": {**default_params()["prepare"],
+                                   "dedup": {"near": {"threshold": 0.99, "num_perm": 128}}}})
+    assert problems == ["params.yaml: prepare.dedup.near: threshold = 0.99 with num_perm = 128 leaves 1 LSH band "
+                        "(MinHashLSH needs 2); lower the threshold or raise num_perm"]
+
+
+# ---------------------------------------------------------------- exact dedup
+
+def test_exact_key_ignores_case_and_whitespace():
+    assert exact_key("Hello   World\n") == exact_key("hello world")
+
+
+def test_exact_key_differs_for_different_text():
+    assert exact_key("hello world") != exact_key("hello worlds")
+
+
+# ---------------------------------------------------------------- PII
+
+def test_scrub_pii_replaces_email():
+    assert scrub_pii("mail bob.smith@example.com now", P.Pii()) == ("mail <EMAIL> now", Counter(email=1))
+
+
+@pytest.mark.parametrize("phone", ["(555) 234-5678", "+44 20 7946 0958"])
+def test_scrub_pii_replaces_phone_numbers(phone):
+    assert scrub_pii(f"call {phone} today", P.Pii()) == ("call <PHONE> today", Counter(phone=1))
+
+
+@pytest.mark.parametrize("address", ["192.168.1.20", "2001:db8::ff00:42:8329"])
+def test_scrub_pii_replaces_ip_addresses_as_ip(address):
+    assert scrub_pii(f"host {address} is up", P.Pii()) == ("host <IP_ADDRESS> is up", Counter(ip=1))
+
+
+def test_scrub_pii_replaces_luhn_valid_card():
+    assert scrub_pii("card 4111 1111 1111 1111 ok", P.Pii()) == ("card <CREDIT_CARD> ok", Counter(credit_card=1))
+
+
+def test_scrub_pii_keeps_card_number_failing_luhn():
+    text, counts = scrub_pii("card 4111 1111 1111 1112 ok", P.Pii())
+    assert text == "card 4111 1111 1111 1112 ok"
+    assert sum(counts.values()) == 0
+
+
+@pytest.mark.parametrize("harmless", ["978-1-4129-6580-4", "10:30:45", "1990-2000"])
+def test_scrub_pii_keeps_isbn_time_and_year_range(harmless):
+    text = f"see {harmless} here"
+    assert scrub_pii(text, P.Pii()) == (text, Counter())
+
+
+def test_scrub_pii_switched_off_kind_is_kept():
+    text = "mail bob@example.com or call (555) 234-5678"
+    assert scrub_pii(text, P.Pii(email=False)) == ("mail bob@example.com or call <PHONE>", Counter(phone=1))
+
+
+def test_scrub_pii_ip_switch_covers_ipv6():
+    text = "host 2001:db8::ff00:42:8329 and 10.0.0.1"
+    assert scrub_pii(text, P.Pii(ip=False)) == (text, Counter())
+
+
+def test_scrub_pii_counts_each_kind():
+    text = ("a@example.com b@example.org call (555) 234-5678 from 10.0.0.1 "
+            "pay 4111 1111 1111 1111")
+    scrubbed, counts = scrub_pii(text, P.Pii())
+    assert counts == Counter(email=2, phone=1, ip=1, credit_card=1)
+    assert scrubbed == "<EMAIL> <EMAIL> call <PHONE> from <IP_ADDRESS> pay <CREDIT_CARD>"
+
+
+@pytest.mark.parametrize("number", ["4111111111111111", "79927398713", "378282246310005", "0"])
+def test_luhn_valid_accepts_valid_numbers(number):
+    assert luhn_valid(number)
+
+
+@pytest.mark.parametrize("number", ["4111111111111112", "79927398710", "378282246310006", "1"])
+def test_luhn_valid_rejects_invalid_numbers(number):
+    assert not luhn_valid(number)
+
+
+# ---------------------------------------------------------------- split
+
+def test_split_of_is_deterministic():
+    texts = [f"document number {i}" for i in range(50)]
+    assert [split_of(t, 0.1, 0.1) for t in texts] == [split_of(t, 0.1, 0.1) for t in texts]
+
+
+def test_split_of_uses_more_than_one_split():
+    assert len({split_of(f"document number {i}", 0.3, 0.3) for i in range(50)}) == 3
+
+
+def test_split_of_roughly_honours_fractions():
+    shares = Counter(split_of(f"document number {i}", 0.10, 0.05) for i in range(2000))
+    assert 0.03 <= shares["test"] / 2000 <= 0.07
+    assert 0.07 <= shares["validation"] / 2000 <= 0.13
+
+
+def test_split_of_zero_fractions_always_train():
+    assert {split_of(f"document number {i}", 0.0, 0.0) for i in range(500)} == {"train"}
+
+
+def test_split_of_full_fractions_never_train():
+    assert "train" not in {split_of(f"document number {i}", 0.5, 0.5) for i in range(500)}
+
+
+# ---------------------------------------------------------------- prepare_corpus
+
+def _corpus() -> list[dict]:
+    a = "The quick brown fox jumps over the lazy dog and then runs into the forest to hide."
+    b = _text(60)
+    return [
+        {"id": "a", "text": a, "source": "web"},
+        {"id": "b", "text": b, "source": "web"},
+        {"id": "short", "text": "too short", "source": "web"},
+        {"id": "d", "text": " ".join(reversed(_words(30))) + " and the end", "source": "web"},
+        {"id": "a-copy", "text": "  " + a.upper().replace(" ", "   \t "), "source": "books"},
+        {"id": "b-near", "text": _near_copy(b, {20: "zzalpha"}), "source": "books"},
+        {"id": "email", "text": "Please contact jane.doe@example.com with the details of the order today.",
+         "source": "books"},
+    ]
+
+
+def _run_corpus():
+    params = _prepare_params(dedup={"near": {"threshold": 0.7, "num_perm": 128, "shingle_size": 3}},
+                             split={"validation": 0.3, "test": 0.3})
+    return prepare_corpus(_corpus(), P.Filters(min_words=5), params, seed=1)
+
+
+def test_prepare_corpus_counts_exact_and_near_duplicates():
+    _, report = _run_corpus()
+    assert report["duplicates_removed"] == {"exact": 1, "near": 1}
+
+
+def test_prepare_corpus_counts_pii_replacements():
+    _, report = _run_corpus()
+    assert report["pii_replaced"] == {"email": 1, "phone": 0, "ip": 0, "credit_card": 0}
+
+
+def test_prepare_corpus_scrubs_pii_in_outputs():
+    splits, _ = _run_corpus()
+    texts = {d["id"]: d["text"] for docs in splits.values() for d in docs}
+    assert "<EMAIL>" in texts["email"]
+    assert not any("jane.doe@example.com" in t for t in texts.values())
+
+
+def test_prepare_corpus_per_source_filter_counts():
+    _, report = _run_corpus()
+    web, books = report["sources"]["web"], report["sources"]["books"]
+    assert (web["filter_min_words"]["documents_in"], web["filter_min_words"]["documents_out"]) == (4, 3)
+    assert (books["filter_min_words"]["documents_in"], books["filter_min_words"]["documents_out"]) == (3, 3)
+    assert web["filter_min_words"]["characters_in"] - web["filter_min_words"]["characters_out"] == len("too short")
+
+
+def test_prepare_corpus_per_source_dedup_counts():
+    _, report = _run_corpus()
+    web, books = report["sources"]["web"], report["sources"]["books"]
+    assert (books["dedup_exact"]["documents_in"], books["dedup_exact"]["documents_out"]) == (3, 2)
+    assert (books["dedup_near"]["documents_in"], books["dedup_near"]["documents_out"]) == (2, 1)
+    assert (web["dedup_exact"]["documents_out"], web["dedup_near"]["documents_out"]) == (3, 3)
+
+
+def test_prepare_corpus_splits_hold_each_survivor_once():
+    splits, report = _run_corpus()
+    assert set(splits) == {"train", "validation", "test"}
+    ids = [d["id"] for docs in splits.values() for d in docs]
+    assert sorted(ids) == ["a", "b", "d", "email"]
+    assert (report["documents_in"], report["documents_out"]) == (7, 4)
+    assert {s: v["documents"] for s, v in report["split"].items()} == {s: len(ds) for s, ds in splits.items()}
+
+
+def test_prepare_corpus_normalizes_output_text():
+    splits, _ = _run_corpus()
+    texts = [d["text"] for docs in splits.values() for d in docs]
+    assert all(t == normalize(t) for t in texts)
+
+
+def test_prepare_corpus_is_deterministic():
+    assert _run_corpus() == _run_corpus()
+
+
+def test_prepare_corpus_does_not_mutate_input():
+    docs = _corpus()
+    before = copy.deepcopy(docs)
+    prepare_corpus(docs, P.Filters(min_words=5), _prepare_params(), seed=1)
+    assert docs == before
+
+
+def test_prepare_corpus_skips_dedup_when_disabled():
+    params = _prepare_params(dedup={"exact": False, "near": {"enabled": False}})
+    splits, report = prepare_corpus(_corpus(), P.Filters(min_words=5), params, seed=1)
+    assert report["duplicates_removed"] == {"exact": 0, "near": 0}
+    assert sum(len(ds) for ds in splits.values()) == 6
+
+
+def test_prepare_corpus_report_lists_every_step_for_a_source_emptied_by_a_filter():
+    docs = [{"id": "x", "text": "hi", "source": "tiny"},
+            {"id": "y", "text": "a perfectly fine document here", "source": "big"}]
+    _, report = prepare_corpus(docs, P.Filters(min_words=3), _prepare_params(), seed=1)
+    assert report["sources"]["tiny"].keys() == report["sources"]["big"].keys()
+
+
+# ---------------------------------------------------------------- length histogram
+
+def _docs(*word_counts: int) -> list[dict]:
+    return [{"text": " ".join(["w"] * n)} for n in word_counts]
+
+
+def test_length_histogram_counts_per_bin():
+    splits = {"train": _docs(1, 3, 4), "test": _docs(10)}
+    assert length_histogram(splits, [3, 10]) == [{"max_words": 3, "documents": 2},
+                                                   {"max_words": 10, "documents": 2}]
+
+
+def test_length_histogram_adds_last_bin_for_longer_documents():
+    splits = {"train": _docs(2, 12), "validation": _docs(25)}
+    assert length_histogram(splits, [3, 10]) == [{"max_words": 3, "documents": 1},
+                                                  {"max_words": 10, "documents": 0},
+                                                  {"max_words": 25, "documents": 2}]
+
+
+def test_length_histogram_sorts_and_dedups_edges():
+    assert length_histogram({"train": _docs(5)}, [10, 3, 3]) == [{"max_words": 3, "documents": 0},
+                                                                  {"max_words": 10, "documents": 1}]
+
+
+def test_length_histogram_empty_splits_give_zero_bins():
+    assert length_histogram({"train": []}, [3, 10]) == [{"max_words": 3, "documents": 0},
+                                                         {"max_words": 10, "documents": 0}]
