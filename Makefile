@@ -27,8 +27,9 @@ repro: setup           ## run the whole DAG (dvc repro)
 test: setup            ## run the test suite
 	python -m pytest -q
 
-bench: setup           ## data-stage throughput -> reports/bench/data.json
+bench: setup           ## throughput benchmarks -> reports/bench/
 	python -m benchmarks.data_throughput
+	python -m benchmarks.pretrain_throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stages import params as P
 from stages import prepare, tokenize
-from stages.core import StageError, read_jsonl, run, write_json
+from stages.core import StageError, blocks_to_dataset, read_jsonl, run, write_json
 
 OUT = Path("reports/bench/data.json")
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
@@ -54,7 +54,7 @@ def bench_tokenize(params: P.Params, repeats: int) -> dict:
     block_size, batch_size = params.tokenize.block_size, params.tokenize.batch_size
 
     def ours():
-        tokenize.to_dataset(tokenize.pack(tokenize.encode(backend, texts, eos, batch_size), block_size))
+        blocks_to_dataset(tokenize.pack(tokenize.encode(backend, texts, eos, batch_size), block_size))
 
     def direct():
         backend.encode_batch_fast(texts, add_special_tokens=False)

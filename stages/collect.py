@@ -112,6 +112,9 @@ def shakespeare_scenes(markdown: str) -> list[str]:
     return scenes
 
 
+_NAMESPACED = re.compile(r"^\s*:?\s*[A-Za-z][\w -]*:")
+
+
 def wiki_articles(xml_bytes: bytes, path: Path) -> list[str]:
     """Article pages (namespace 0, no redirects) with wiki markup stripped."""
     import mwparserfromhell
@@ -123,7 +126,14 @@ def wiki_articles(xml_bytes: bytes, path: Path) -> list[str]:
                 continue
             text = element.findtext("{*}revision/{*}text") or ""
             if element.findtext("{*}ns") == "0" and element.find("{*}redirect") is None:
-                plain = mwparserfromhell.parse(text).strip_code(normalize=True, collapse=True)
+                code = mwparserfromhell.parse(text)
+                for link in code.filter_wikilinks():
+                    if _NAMESPACED.match(str(link.title)):  # files, categories, other languages: not prose
+                        try:
+                            code.remove(link)
+                        except ValueError:  # inside a link removed already
+                            pass
+                plain = code.strip_code(normalize=True, collapse=True)
                 articles.append(re.sub(r"\n{3,}", "\n\n", plain).strip())
             element.clear()
     except ET.ParseError as err:

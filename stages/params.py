@@ -198,12 +198,89 @@ class TokenizeParams(Section):
     batch_size: at_least(1) = 1000
 
 
+# ---------------------------------------------------------------- model / pretrain
+
+class ModelParams(Section):
+    """The architecture, built from scratch; or `base`: an existing model to continue pretraining from."""
+    base: Optional[str] = Field(None, description="a model directory (or a hub name, online); the keys below are then ignored")
+    family: Literal["gpt2", "llama"] = Field("gpt2", description="gpt2: learned positions, GELU, LayerNorm; llama: rotary, SwiGLU, RMSNorm, GQA")
+    n_layers: between(1, 256, int) = 4
+    d_model: between(8, 65536, int) = 384
+    n_heads: between(1, 1024, int) = 6
+    n_kv_heads: Optional[between(1, 1024, int)] = Field(None, description="llama: key/value heads (grouped-query attention); null = n_heads")
+    d_ff: between(8, 262144, int) = Field(1536, description="MLP width")
+    context_length: between(8, 1_048_576, int) = 128
+    dropout: between(0, 0.9) = 0.0
+    tie_embeddings: bool = True
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
+        if self.n_kv_heads is not None:
+            if self.family != "llama":
+                raise ValueError(f"n_kv_heads = {self.n_kv_heads}: only family 'llama' has grouped-query attention; "
+                                 "use null for gpt2")
+            if self.n_heads % self.n_kv_heads:
+                raise ValueError(f"n_kv_heads = {self.n_kv_heads} must divide n_heads = {self.n_heads}")
+        return self
+
+
+class Samples(Section):
+    prompts: list[str] = Field(default_factory=lambda: ["To be, or not to be", "The history of"])
+    max_new_tokens: between(1, 4096, int) = 40
+    temperature: between(0.01, 10) = 0.8
+    top_k: at_least(0) = 50
+    top_p: between(0.01, 1) = 0.95
+
+
+class PretrainParams(Section):
+    max_steps: at_least(1) = 500
+    batch_size: at_least(1) = Field(16, description="sequences per device per step")
+    gradient_accumulation_steps: at_least(1) = 1
+    learning_rate: positive() = 1.5e-3
+    adam_beta1: between(0, 0.9999) = 0.9
+    adam_beta2: between(0, 0.9999) = 0.95
+    weight_decay: between(0, 10) = 0.1
+    warmup_steps: at_least(0) = 50
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    max_grad_norm: positive() = 1.0
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on GPUs and CPUs that have it, fp16 on other GPUs, fp32 otherwise")
+    gradient_checkpointing: bool = False
+    torch_compile: bool = False
+    eval_steps: at_least(1) = 150
+    eval_max_blocks: at_least(1) = Field(256, description="validation blocks for the periodic evaluations (the final one uses all)")
+    save_steps: at_least(1) = Field(150, description="checkpoint interval: a kill -9 loses at most this many steps")
+    logging_steps: at_least(1) = 10
+    ddp_timeout_s: at_least(10) = Field(600, description="a hung process group fails after this many seconds")
+    samples: Samples = Samples()
+
+    @model_validator(mode="after")
+    def _steps(self):
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps = {self.warmup_steps} is above max_steps = {self.max_steps}")
+        return self
+
+
 class Params(Section):
     seed: at_least(0) = 0
     collect: CollectParams
     prepare: PrepareParams
     tokenizer: TokenizerParams = TokenizerParams()
     tokenize: TokenizeParams = TokenizeParams()
+    model: ModelParams = ModelParams()
+    pretrain: PretrainParams = PretrainParams()
+
+    @model_validator(mode="after")
+    def _context_fits_blocks(self):
+        context, block = self.model.context_length, self.tokenize.block_size
+        if self.model.base is None and context > block:
+            raise ValueError(f"model.context_length = {context} is longer than the packed blocks "
+                             f"(tokenize.block_size = {block}); raise tokenize.block_size or lower the context")
+        if self.model.base is None and block % context:
+            raise ValueError(f"tokenize.block_size = {block} must be a multiple of model.context_length = {context}")
+        return self
 
 
 # ---------------------------------------------------------------- loading and error lines
@@ -255,14 +332,15 @@ def error_lines(err: ValidationError, file: str | Path) -> list[str]:
         elif kind == "extra_forbidden":
             allowed = _allowed_keys(loc)
             message = "unknown key" + (f" (allowed: {allowed})" if allowed else "")
+        elif kind == "float_type" and isinstance(e["input"], str):
+            message = "must be a number (YAML reads 1e-3 as text: write 1.0e-3)"
         elif kind in ("too_short", "too_long"):
             message = e["msg"].lower()
         else:
             message = _TYPE_WORDS.get(kind, e["msg"])
-        name = _dotted(loc) or "(top level)"
         value = e["input"] if kind != "missing" else None
         shown = f" = {value!r}" if kind != "missing" and not isinstance(value, (dict, list)) else ""
-        lines.append(f"{file}: {name}{shown}: {message}")
+        lines.append(f"{file}: {_dotted(loc)}{shown}: {message}" if loc else f"{file}: {message}")
     return lines
 
 

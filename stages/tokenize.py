@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stages import params as P
-from stages.core import atomic_path, read_jsonl, write_json
+from stages.core import atomic_path, blocks_to_dataset, read_jsonl, write_json
 
 log = logging.getLogger("llm-lifecycle.tokenize")
 PREPARED, TOKENIZER, OUT = Path("data/prepared/pretrain"), Path("models/tokenizer"), Path("data/tokens")
@@ -35,14 +35,6 @@ def pack(stream: np.ndarray, block_size: int) -> np.ndarray:
     return stream[: n * block_size].reshape(n, block_size)
 
 
-def to_dataset(blocks: np.ndarray):
-    import pyarrow as pa
-    from datasets import Dataset
-
-    column = pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1), type=pa.int32()), blocks.shape[1])
-    return Dataset(pa.table({"input_ids": column}))
-
-
 def main() -> None:
     from datasets import DatasetDict
     from transformers import AutoTokenizer
@@ -55,7 +47,7 @@ def main() -> None:
         texts = [d["text"] for d in read_jsonl(PREPARED / f"{split}.jsonl")]
         stream = encode(tokenizer.backend_tokenizer, texts, tokenizer.eos_token_id, p.batch_size, progress=split)
         blocks = pack(stream, p.block_size)
-        splits[split] = to_dataset(blocks)
+        splits[split] = blocks_to_dataset(blocks)
         n_bytes = sum(len(t.encode("utf-8")) for t in texts)
         report[split] = {"documents": len(texts), "tokens": int(len(stream)), "blocks": int(len(blocks)),
                          "tokens_dropped": int(len(stream) - blocks.size), "bytes": n_bytes,

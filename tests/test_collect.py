@@ -106,7 +106,7 @@ def test_shakespeare_keeps_verse_and_drops_markup():
 def test_wiki_articles_strip_markup_and_skip_redirects():
     xml = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
            '<page><title>A</title><ns>0</ns><revision><text>\'\'\'Anarchism\'\'\' is a [[political philosophy|philosophy]]'
-           '{{citation needed}}.</text></revision></page>'
+           '{{citation needed}}.[[File:A.jpg|thumb|A caption]][[Category:Politics]][[de:Anarchismus]]</text></revision></page>'
            '<page><title>B</title><ns>0</ns><redirect title="A" /><revision><text>#REDIRECT [[A]]</text></revision></page>'
            '<page><title>Talk:A</title><ns>1</ns><revision><text>talk</text></revision></page></mediawiki>')
     assert collect.wiki_articles(xml.encode(), "x.xml") == ["Anarchism is a philosophy."]

@@ -37,7 +37,7 @@ BAD = [
     ("tokenize.block_size", "128", "tokenize.block_size = '128': must be an integer"),
     ("prepare.dedup.near.num_perm", DELETE, None),  # optional: the default applies
     ("collect", DELETE, "collect: is required"),
-    ("pretrian", {}, "pretrian: unknown key (allowed: seed, collect, prepare, tokenizer, tokenize)"),
+    ("pretrian", {}, "pretrian: unknown key (allowed: seed, collect, prepare, tokenizer, tokenize, model, pretrain)"),
 ]
 
 
@@ -79,3 +79,26 @@ def test_invalid_yaml_names_the_line(project):
     (project / "params.yaml").write_text("seed: 1\nprepare: [unclosed\n")
     error = the_error(run_stage("collect", project))
     assert error.startswith("error: params.yaml: line 3: not valid YAML")
+
+
+MODEL_BAD = [
+    ({"model": {"d_model": 100, "n_heads": 3}}, "model: n_heads = 3 must divide d_model = 100"),
+    ({"model": {"family": "llama", "n_heads": 6, "n_kv_heads": 4}}, "model: n_kv_heads = 4 must divide n_heads = 6"),
+    ({"model": {"family": "bert"}}, "model.family = 'bert': must be one of 'gpt2' or 'llama'"),
+    ({"model": {"context_length": 256}},
+     "model.context_length = 256 is longer than the packed blocks (tokenize.block_size = 128)"),
+    ({"model": {"n_kv_heads": 2}}, "model: n_kv_heads = 2: only family 'llama' has grouped-query attention"),
+    ({"pretrain": {"learning_rate": "3e-4"}},
+     "pretrain.learning_rate = '3e-4': must be a number (YAML reads 1e-3 as text: write 1.0e-3)"),
+    ({"pretrain": {"precision": "fp8"}}, "pretrain.precision = 'fp8': must be one of 'auto', 'bf16', 'fp16' or 'fp32'"),
+]
+
+
+@pytest.mark.parametrize("change,expected", MODEL_BAD, ids=[e for _, e in MODEL_BAD])
+def test_bad_model_params_stop_pretrain_with_one_line(project, change, expected):
+    params = default_params()
+    for section, values in change.items():
+        params[section].update(values)
+    write_params(project, params)
+    assert the_error(run_stage("pretrain", project)).startswith(f"error: params.yaml: {expected}")
+    assert not (project / "models").exists()

@@ -6,18 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, default_params, run_stage, stage_env, write_params
-
-
-def tiny_params() -> dict:
-    params = default_params()
-    limits = {"shakespeare": 30, "wikipedia": 6, "rotten_tomatoes": 400}
-    for corpus in ("pretrain", "finetune"):
-        for source in params["collect"][corpus]:
-            source["limit"] = limits[source["name"]]
-    params["tokenizer"]["vocab_size"] = 512
-    params["tokenize"]["block_size"] = 64
-    return params
+from tests.conftest import ROOT, run_stage, stage_env, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from stages import params as P
-from stages.tokenize import encode, pack, to_dataset
+from stages.core import blocks_to_dataset
+from stages.tokenize import encode, pack
 from stages.tokenizer import load_pretrained, train_bpe
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Café naïve façade — déjà vu!",
@@ -83,6 +84,6 @@ def test_packed_blocks_decode_back_to_documents_separated_by_eos(tokenizer):
 
 def test_blocks_become_a_datasets_column(tokenizer):
     blocks = pack(np.arange(12, dtype=np.int32), 4)
-    dataset = to_dataset(blocks)
+    dataset = blocks_to_dataset(blocks)
     assert dataset.column_names == ["input_ids"] and len(dataset) == 3
     assert dataset[1]["input_ids"] == [4, 5, 6, 7]

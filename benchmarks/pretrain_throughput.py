@@ -1,0 +1,127 @@
+"""Pretraining throughput, measured in one process so the ratios are fair.
+
+1. The stage's training (Hugging Face Trainer, as `stages.pretrain` configures it) against a bare PyTorch loop
+   doing the same work (same model, AdamW, warmup + cosine, clipping, autocast) for the same steps:
+   tokens/s ratio stage / bare, target >= 0.95.
+2. MFU of the default config against this machine's measured matmul peak at the training dtype (target >= 50 %).
+3. bf16 / fp32 tokens/s on this CPU, with the loss each reached after the same steps (equal loss expected).
+
+Run after `dvc repro` (reads data/tokens, models/tokenizer):  make bench  ->  reports/bench/pretrain.json
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stages import params as P
+from stages import pretrain
+from stages.core import blocks_to_dataset, choose_precision, device_type, matmul_peak_flops, run, seed_everything, \
+    write_json
+from stages.modeling import build_model, training_flops_per_token
+from stages.training import StepTimer
+
+OUT = Path("reports/bench/pretrain.json")
+STEPS = int(os.environ.get("BENCH_STEPS", "40"))
+WARMUP = 5  # steps excluded from timing: allocator and autocast caches settle
+
+
+class SteadyTimer(StepTimer):
+    """StepTimer that ignores the first WARMUP steps."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step > WARMUP:
+            super().on_step_end(args, state, control, **kwargs)
+        self._start = None
+
+
+def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> tuple[float, float]:
+    """(tokens/s, final loss) of the stage's Trainer for STEPS steps, no evaluation or checkpoints."""
+    from accelerate.state import AcceleratorState
+    from transformers import Trainer
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # its mixed-precision choice outlives a Trainer
+    p = params.pretrain.model_copy(update={"max_steps": STEPS, "eval_steps": 10**9, "save_steps": 10**9,
+                                           "logging_steps": STEPS, "warmup_steps": min(params.pretrain.warmup_steps, STEPS)})
+    seed_everything(params.seed)
+    model = build_model(params.model, tokenizer)
+    timer = SteadyTimer()
+    with tempfile.TemporaryDirectory() as out:
+        args = pretrain.training_arguments(p, precision, device_type(), params.seed, Path(out))
+        args.eval_strategy = args.save_strategy = "no"
+        args.disable_tqdm = True
+        trainer = Trainer(model=model, args=args, train_dataset=blocks_to_dataset(train), data_collator=pretrain.collate,
+                          callbacks=[timer])
+        result = trainer.train()
+    tokens = timer.steps * p.batch_size * p.gradient_accumulation_steps * train.shape[1]
+    return tokens / timer.seconds, result.training_loss
+
+
+def bare_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> float:
+    """Tokens/s of a plain PyTorch loop doing the same work as the stage."""
+    import torch
+    from transformers import get_scheduler
+
+    p = params.pretrain
+    seed_everything(params.seed)
+    model = build_model(params.model, tokenizer)
+    model.train()
+    decay = [prm for n, prm in model.named_parameters() if prm.ndim >= 2]
+    no_decay = [prm for n, prm in model.named_parameters() if prm.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=p.learning_rate, betas=(p.adam_beta1, p.adam_beta2))
+    scheduler = get_scheduler(p.lr_scheduler, optimizer, num_warmup_steps=min(p.warmup_steps, STEPS), num_training_steps=STEPS)
+    generator = np.random.default_rng(params.seed)
+    seconds = 0.0
+    for step in range(STEPS):
+        start = time.perf_counter()
+        ids = torch.as_tensor(train[generator.integers(0, len(train), p.batch_size)], dtype=torch.long)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= WARMUP:
+            seconds += time.perf_counter() - start
+    return (STEPS - WARMUP) * p.batch_size * train.shape[1] / seconds
+
+
+def main() -> None:
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    params = P.load()
+    device = device_type()
+    precision = choose_precision(params.pretrain.precision, device)
+    tokenizer = AutoTokenizer.from_pretrained(pretrain.TOKENIZER)
+    train = pretrain.sequences(load_from_disk(str(pretrain.TOKENS))["train"], params.model.context_length)
+    flops = training_flops_per_token(build_model(params.model, tokenizer), train.shape[1])
+
+    bare = bare_run(params, tokenizer, train, precision)
+    stage, loss = stage_run(params, tokenizer, train, precision)
+    peak = matmul_peak_flops(device, precision)
+    result = {"steps": STEPS, "device": device, "precision": precision, "threads": __import__("torch").get_num_threads(),
+              "stage_vs_bare": {"stage_tokens_per_s": round(stage, 1), "bare_tokens_per_s": round(bare, 1),
+                                "ratio": round(stage / bare, 3), "target": 0.95},
+              "mfu": {"training_flops_per_token": flops, "peak_tflops_measured": round(peak / 1e12, 4),
+                      "achieved_tflops": round(stage * flops / 1e12, 4), "mfu": round(stage * flops / peak, 4),
+                      "target": 0.5}}
+    if device == "cpu":
+        other = "fp32" if precision == "bf16" else "bf16"
+        other_tps, other_loss = stage_run(params, tokenizer, train, other)
+        by = {precision: (stage, loss), other: (other_tps, other_loss)}
+        if "bf16" in by and "fp32" in by:
+            result["bf16_vs_fp32"] = {"bf16_tokens_per_s": round(by["bf16"][0], 1), "fp32_tokens_per_s": round(by["fp32"][0], 1),
+                                      "speedup": round(by["bf16"][0] / by["fp32"][0], 3),
+                                      "bf16_loss": round(by["bf16"][1], 4), "fp32_loss": round(by["fp32"][1], 4)}
+    write_json(OUT, result)
+    print(result)
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,146 @@
+"""Shared training machinery for the Trainer-based stages: resumable checkpoints, dvclive curves, throughput."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+log = logging.getLogger("llm-lifecycle.training")
+FINGERPRINT = "fingerprint.json"
+
+
+# ---- checkpoints: resume after an interruption, start fresh when the inputs change ----
+
+def fingerprint(*parts) -> str:
+    """A digest of everything that defines a run (params, data digests, world size)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(*paths: Path, pattern: str = "*") -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        for f in sorted(p for p in Path(path).rglob(pattern) if p.is_file()) if Path(path).is_dir() else [Path(path)]:
+            h.update(f.name.encode())
+            with open(f, "rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def complete(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last: without it a checkpoint was cut short (kill -9)."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(checkpoint.glob("*.safetensors"))
+
+
+def code_digest() -> str:
+    """The stage code itself: a fixed bug must retrain, not resume."""
+    return file_digest(Path(__file__).parent, pattern="*.py")
+
+
+def prepare_checkpoints(directory: Path, digest: str, max_steps: int, is_main: bool) -> Path | None:
+    """The checkpoint to resume an interrupted run from, or None for a fresh start.
+
+    Checkpoints of other inputs (params, data, code, process count), of a run that finished, or cut short
+    by a kill are removed: resuming is only for the same run, interrupted."""
+    marker = directory / FINGERPRINT
+    stale = directory.exists() and (not marker.exists() or json.loads(marker.read_text()).get("fingerprint") != digest)
+    finished = any(checkpoint_step(c) >= max_steps for c in directory.glob("checkpoint-*")) if directory.exists() else False
+    if stale or finished:
+        if is_main:
+            log.info("%s: starting fresh", "inputs changed since the last checkpoints" if stale else "the last run finished")
+            shutil.rmtree(directory)
+    checkpoints = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
+        if directory.exists() else []
+    resume = None
+    for checkpoint in reversed(checkpoints):
+        if complete(checkpoint):
+            resume = checkpoint
+            break
+        if is_main:
+            log.info("removing incomplete %s", checkpoint)
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    if is_main:
+        directory.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"fingerprint": digest}))
+    return resume
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+
+
+# ---- dvclive: curves against the optimizer step, so train and eval loss share the x axis ----
+
+class LiveCurves(TrainerCallback):
+    """Logs Trainer metrics to dvclive at the true global step (the stock callback counts log calls instead)."""
+
+    KEEP = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
+            "eval_loss": "eval/loss"}
+
+    def __init__(self, directory: Path, resume_step: int):
+        self.directory, self.resume_step, self.live = Path(directory), resume_step, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from dvclive import Live
+        if self.resume_step:
+            truncate_curves(self.directory, self.resume_step)
+        self.live = Live(str(self.directory), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=False)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.live is None or not logs:
+            return
+        self.live.step = state.global_step
+        for key, name in self.KEEP.items():
+            if key in logs:
+                self.live.log_metric(name, float(logs[key]))
+        if "eval_loss" in logs:
+            self.live.log_metric("eval/perplexity", math.exp(min(float(logs["eval_loss"]), 50.0)))
+        self.live.make_summary()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.live is not None:
+            self.live.end()
+            self.live = None
+
+
+def truncate_curves(directory: Path, step: int) -> None:
+    """Drop curve rows logged after the checkpoint we resume from: they are about to be trained again."""
+    for tsv in Path(directory).rglob("*.tsv"):
+        with open(tsv, newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        if not rows:
+            continue
+        header = rows[0]
+        column = header.index("step")
+        body = [r for r in rows[1:] if r and int(r[column]) <= step]
+        with open(tsv, "w", newline="") as f:
+            csv.writer(f, delimiter="\t").writerows([header, *body])
+
+
+# ---- throughput: time spent in optimizer steps only (evaluation and checkpoints excluded) ----
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.seconds, self.steps, self._start = 0.0, 0, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self.steps += 1
+            self._start = None

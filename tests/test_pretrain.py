@@ -1,0 +1,147 @@
+"""pretrain on a tiny config: resume after kill -9, determinism, torchrun, reports, and the model factory."""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from stages import params as P
+from stages.modeling import build_config, parameter_counts, training_flops_per_token
+from stages.pretrain import bits_per_byte, unigram_perplexity
+from tests.conftest import run_stage, stage_env, tiny_params, write_params
+
+
+@pytest.fixture
+def workdir(tiny_tokens, tmp_path):
+    """A fresh copy of the tiny project with data stages done and no training state."""
+    target = tmp_path / "project"
+    shutil.copytree(tiny_tokens, target)
+    return target
+
+
+def report(directory) -> dict:
+    return json.loads((directory / "reports/pretrain.json").read_text())
+
+
+def final_weights(directory) -> dict:
+    from safetensors.numpy import load_file
+    return load_file(str(directory / "models/pretrained/model.safetensors"))
+
+
+def test_pretrain_writes_model_reports_curves_and_samples(workdir):
+    result = run_stage("pretrain", workdir)
+    assert result.returncode == 0, result.stderr
+    r = report(workdir)
+    assert r["steps"] == 30 and r["tokens_seen"] == 30 * 4 * 64
+    assert r["validation_perplexity"] == pytest.approx(math.exp(r["validation_loss"]), rel=1e-3)
+    assert r["unigram_perplexity"] > 1
+    assert 0 < r["mfu"] < 1 and r["tokens_per_second"] > 0
+    model = json.loads((workdir / "reports/model.json").read_text())
+    assert model["parameters"]["total"] == model["parameters"]["embedding"] + model["parameters"]["non_embedding"]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    assert AutoTokenizer.from_pretrained(workdir / "models/pretrained").eos_token == "<|endoftext|>"
+    assert AutoModelForCausalLM.from_pretrained(workdir / "models/pretrained").config.n_embd == 32
+    assert not list((workdir / "models/pretrained").glob("*.bin")), "safetensors only"
+    rows = [line.split("\t") for line in
+            (workdir / "reports/live/pretrain/plots/metrics/eval/loss.tsv").read_text().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [10, 20, 30], "eval curve is logged against the optimizer step"
+    assert float(rows[-1][-1]) < float(rows[0][-1]), "the model learns"
+    assert "greedy" in (workdir / "reports/samples/pretrain.md").read_text()
+
+
+def test_same_seed_gives_the_same_final_loss_and_a_rerun_starts_fresh(workdir):
+    assert run_stage("pretrain", workdir).returncode == 0
+    first = report(workdir)
+    again = run_stage("pretrain", workdir)  # the same run, finished: trains again from scratch, not one step more
+    assert again.returncode == 0, again.stderr
+    second = report(workdir)
+    assert "the last run finished: starting fresh" in again.stderr
+    assert second["resumed_from_step"] == 0 and second["steps"] == first["steps"] == 30
+    assert second["validation_loss"] == first["validation_loss"]
+    assert second["weights_sha256"] == first["weights_sha256"]
+
+
+def test_kill_9_after_a_checkpoint_resumes_and_matches_an_uninterrupted_run(workdir, tmp_path):
+    params = tiny_params()
+    params["pretrain"].update(max_steps=200, save_steps=10, eval_steps=100)
+    write_params(workdir, params)
+    reference = tmp_path / "reference"
+    shutil.copytree(workdir, reference)
+
+    process = subprocess.Popen([sys.executable, "-m", "stages.pretrain"], cwd=workdir, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = workdir / "models/checkpoints/pretrain/checkpoint-10/trainer_state.json"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists(), "the run never wrote its first checkpoint"
+    assert not (workdir / "reports/pretrain.json").exists(), "killed before the end"
+
+    resumed = run_stage("pretrain", workdir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    r = report(workdir)
+    assert r["resumed_from_step"] >= 10 and r["steps"] == 200
+
+    assert run_stage("pretrain", reference).returncode == 0
+    assert r["validation_loss"] == pytest.approx(report(reference)["validation_loss"], abs=1e-4)
+    a, b = final_weights(workdir), final_weights(reference)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-4, rtol=1e-3, err_msg=name)
+
+
+def test_changed_params_start_fresh_instead_of_resuming(workdir):
+    assert run_stage("pretrain", workdir).returncode == 0
+    params = tiny_params()
+    params["pretrain"]["learning_rate"] = 1.0e-3
+    write_params(workdir, params)
+    again = run_stage("pretrain", workdir)
+    assert again.returncode == 0, again.stderr
+    assert "starting fresh" in again.stderr and report(workdir)["resumed_from_step"] == 0
+
+
+def test_two_processes_under_torchrun_end_with_identical_weights(workdir):
+    env = dict(stage_env(), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+                             "-m", "stages.pretrain"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    r = report(workdir)
+    assert r["world_size"] == 2 and r["ranks_identical"] is True
+    assert r["tokens_seen"] == 30 * 4 * 64 * 2
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_factory_builds_each_family_with_its_parts(family):
+    from transformers import AutoModelForCausalLM
+
+    m = P.ModelParams(family=family, n_layers=2, d_model=32, n_heads=4, d_ff=64, context_length=16,
+                      n_kv_heads=2 if family == "llama" else None)
+    model = AutoModelForCausalLM.from_config(build_config(m, 100, 0, 1))
+    names = " ".join(n for n, _ in model.named_modules())
+    if family == "gpt2":
+        assert "wpe" in names and model.config.activation_function.startswith("gelu")
+    else:
+        assert "rotary_emb" in names and model.config.hidden_act == "silu"
+        assert model.config.num_key_value_heads == 2
+        assert model.model.layers[0].self_attn.k_proj.out_features == 2 * 32 // 4  # grouped-query: 2 kv heads
+    counts = parameter_counts(model)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert training_flops_per_token(model, 16) > 6 * counts["non_embedding"]
+
+
+def test_unigram_perplexity_of_a_uniform_stream_is_the_vocabulary_size():
+    tokens = np.tile(np.arange(8), 100).reshape(-1, 8)
+    assert unigram_perplexity(tokens, tokens, 8) == pytest.approx(8.0, rel=1e-6)
+
+
+def test_bits_per_byte_converts_nats_per_token():
+    assert bits_per_byte(math.log(2), tokens=100, n_bytes=400) == pytest.approx(0.25)
