@@ -22,7 +22,7 @@ from stages import pretrain
 from stages.core import blocks_to_dataset, choose_precision, device_type, matmul_peak_flops, run, seed_everything, \
     write_json
 from stages.modeling import build_model, training_flops_per_token
-from stages.training import StepTimer
+from stages.training import StepTimer, causal_lm_collate
 
 OUT = Path("reports/bench/pretrain.json")
 STEPS = int(os.environ.get("BENCH_STEPS", "40"))
@@ -53,7 +53,7 @@ def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) ->
         args = pretrain.training_arguments(p, precision, device_type(), params.seed, Path(out))
         args.eval_strategy = args.save_strategy = "no"
         args.disable_tqdm = True
-        trainer = Trainer(model=model, args=args, train_dataset=blocks_to_dataset(train), data_collator=pretrain.collate,
+        trainer = Trainer(model=model, args=args, train_dataset=blocks_to_dataset(train), data_collator=causal_lm_collate,
                           callbacks=[timer])
         result = trainer.train()
     tokens = timer.steps * p.batch_size * p.gradient_accumulation_steps * train.shape[1]

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from stages import params as P
-from stages.core import StageError, atomic_path, barrier, blocks_to_dataset, choose_precision, device_type, \
+from stages.core import StageError, atomic_path, blocks_to_dataset, choose_precision, device_type, \
     init_distributed, matmul_peak_flops, seed_everything, world, write_json
 from stages.modeling import build_model, context_length, parameter_counts, training_flops_per_token
-from stages.training import LiveCurves, StepTimer, checkpoint_step, code_digest, file_digest, fingerprint, \
-    prepare_checkpoints
+from stages.training import LiveCurves, StepTimer, causal_lm_collate, checkpoint_step, code_digest, file_digest, \
+    fingerprint, mark_finished, resume_point
 
 log = logging.getLogger("llm-lifecycle.pretrain")
 TOKENS, TOKENIZER = Path("data/tokens"), Path("models/tokenizer")
@@ -35,12 +35,6 @@ def sequences(dataset, length: int) -> np.ndarray:
         raise StageError(f"params.yaml: the packed blocks ({blocks.shape[1]} tokens) are not a multiple of the "
                          f"model's context ({length}); set tokenize.block_size to a multiple of it")
     return blocks.reshape(-1, length)
-
-
-def collate(rows: list[dict]) -> dict:
-    import torch
-    ids = torch.as_tensor(np.stack([r["input_ids"] for r in rows]), dtype=torch.long)
-    return {"input_ids": ids, "labels": ids}  # the model shifts labels itself
 
 
 def unigram_perplexity(train: np.ndarray, evaluation: np.ndarray, vocab_size: int) -> float:
@@ -151,20 +145,18 @@ def main() -> None:
 
     digest = fingerprint(params.seed, params.model.model_dump(), p.model_dump(exclude={"samples"}), world_size,
                          file_digest(TOKENS, TOKENIZER), code_digest())
-    if is_main:  # rank 0 clears stale checkpoints before the others look
-        resume = prepare_checkpoints(CHECKPOINTS, digest, p.max_steps, is_main=True)
-    barrier()
-    if not is_main:
-        resume = prepare_checkpoints(CHECKPOINTS, digest, p.max_steps, is_main=False)
+    resume = resume_point(CHECKPOINTS, digest, is_main)
     if resume:
         log.info("resuming from %s", resume)
 
     timer = StepTimer()
     eval_subset = blocks_to_dataset(validation[: p.eval_max_blocks])
     trainer = Trainer(model=model, args=training_arguments(p, precision, device, params.seed, CHECKPOINTS),
-                      train_dataset=blocks_to_dataset(train), eval_dataset=eval_subset, data_collator=collate,
+                      train_dataset=blocks_to_dataset(train), eval_dataset=eval_subset, data_collator=causal_lm_collate,
                       callbacks=[LiveCurves(LIVE, checkpoint_step(resume)), timer])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if is_main:
+        mark_finished(CHECKPOINTS)
     final = trainer.evaluate(eval_dataset=blocks_to_dataset(validation))
     digests = gather(weights_digest(trainer.model))
     if not is_main:

@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 log = logging.getLogger("llm-lifecycle.training")
-FINGERPRINT = "fingerprint.json"
+FINGERPRINT, FINISHED = "fingerprint.json", "finished"
 
 
 # ---- checkpoints: resume after an interruption, start fresh when the inputs change ----
@@ -48,20 +48,19 @@ def code_digest() -> str:
     return file_digest(Path(__file__).parent, pattern="*.py")
 
 
-def prepare_checkpoints(directory: Path, digest: str, max_steps: int, is_main: bool) -> Path | None:
+def prepare_checkpoints(directory: Path, digest: str, is_main: bool) -> Path | None:
     """The checkpoint to resume an interrupted run from, or None for a fresh start.
 
     Checkpoints of other inputs (params, data, code, process count), of a run that finished, or cut short
     by a kill are removed: resuming is only for the same run, interrupted."""
     marker = directory / FINGERPRINT
     stale = directory.exists() and (not marker.exists() or json.loads(marker.read_text()).get("fingerprint") != digest)
-    finished = any(checkpoint_step(c) >= max_steps for c in directory.glob("checkpoint-*")) if directory.exists() else False
+    finished = (directory / FINISHED).exists()
     if stale or finished:
         if is_main:
             log.info("%s: starting fresh", "inputs changed since the last checkpoints" if stale else "the last run finished")
             shutil.rmtree(directory)
-    checkpoints = sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) \
-        if directory.exists() else []
+    checkpoints = sorted(directory.glob("checkpoint-*"), key=checkpoint_step) if directory.exists() else []
     resume = None
     for checkpoint in reversed(checkpoints):
         if complete(checkpoint):
@@ -76,6 +75,19 @@ def prepare_checkpoints(directory: Path, digest: str, max_steps: int, is_main: b
     return resume
 
 
+def resume_point(directory: Path, digest: str, is_main: bool) -> Path | None:
+    """prepare_checkpoints on every rank: rank 0 clears stale checkpoints before the others look."""
+    from stages.core import barrier
+    resume = prepare_checkpoints(directory, digest, is_main=True) if is_main else None
+    barrier()
+    return resume if is_main else prepare_checkpoints(directory, digest, is_main=False)
+
+
+def mark_finished(directory: Path) -> None:
+    """A finished run is not resumed (the Trainer would run one step past the end): the next run starts fresh."""
+    (Path(directory) / FINISHED).touch()
+
+
 def checkpoint_step(checkpoint: Path | None) -> int:
     return int(checkpoint.name.split("-")[-1]) if checkpoint else 0
 
@@ -86,7 +98,7 @@ class LiveCurves(TrainerCallback):
     """Logs Trainer metrics to dvclive at the true global step (the stock callback counts log calls instead)."""
 
     KEEP = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
-            "eval_loss": "eval/loss"}
+            "eval_loss": "eval/loss", "eval_accuracy": "eval/accuracy", "eval_macro_f1": "eval/macro_f1"}
 
     def __init__(self, directory: Path, resume_step: int):
         self.directory, self.resume_step, self.live = Path(directory), resume_step, None
@@ -97,7 +109,12 @@ class LiveCurves(TrainerCallback):
         from dvclive import Live
         if self.resume_step:
             truncate_curves(self.directory, self.resume_step)
-        self.live = Live(str(self.directory), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=False)
+        from scmrepo.exceptions import SCMError
+        try:
+            self.live = Live(str(self.directory), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=False)
+        except SCMError as err:  # dvclive reads HEAD, which a repository without commits lacks
+            from stages.core import StageError
+            raise StageError(f"dvclive: {err}: commit once first (git add -A && git commit -m init)") from None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.live is None or not logs:
@@ -128,6 +145,14 @@ def truncate_curves(directory: Path, step: int) -> None:
         body = [r for r in rows[1:] if r and int(r[column]) <= step]
         with open(tsv, "w", newline="") as f:
             csv.writer(f, delimiter="\t").writerows([header, *body])
+
+
+def causal_lm_collate(rows: list[dict]) -> dict:
+    """Packed blocks as a batch; the model shifts the labels itself."""
+    import numpy as np
+    import torch
+    ids = torch.as_tensor(np.stack([r["input_ids"] for r in rows]), dtype=torch.long)
+    return {"input_ids": ids, "labels": ids}
 
 
 # ---- throughput: time spent in optimizer steps only (evaluation and checkpoints excluded) ----

@@ -46,6 +46,7 @@ def tiny_params() -> dict:
     params["pretrain"].update(max_steps=30, batch_size=4, warmup_steps=3, eval_steps=10, save_steps=10,
                               eval_max_blocks=16, logging_steps=5)
     params["pretrain"]["samples"]["max_new_tokens"] = 8
+    params["finetune"].update(epochs=1, batch_size=16, eval_steps=10)
     return params
 
 

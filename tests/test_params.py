@@ -37,7 +37,8 @@ BAD = [
     ("tokenize.block_size", "128", "tokenize.block_size = '128': must be an integer"),
     ("prepare.dedup.near.num_perm", DELETE, None),  # optional: the default applies
     ("collect", DELETE, "collect: is required"),
-    ("pretrian", {}, "pretrian: unknown key (allowed: seed, collect, prepare, tokenizer, tokenize, model, pretrain)"),
+    ("pretrian", {}, "pretrian: unknown key (allowed: seed, collect, prepare, tokenizer, tokenize, model, pretrain, "
+                     "finetune, evaluate)"),
 ]
 
 

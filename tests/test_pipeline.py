@@ -19,6 +19,9 @@ def tiny_project(tmp_path_factory):
     env = stage_env()
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, env=env)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "init"],
+                   cwd=project, check=True)
     result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return project
@@ -34,7 +37,9 @@ def dvc(project, *args) -> str:
 def test_repro_writes_every_declared_output(tiny_project):
     for path in ("data/raw/pretrain.jsonl", "data/raw/finetune.jsonl", "data/prepared/pretrain/train.jsonl",
                  "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json", "data/tokens/dataset_dict.json",
-                 "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json"):
+                 "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json",
+                 "models/pretrained/model.safetensors", "reports/pretrain.json", "models/finetuned/model.safetensors",
+                 "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json"):
         assert (tiny_project / path).exists(), path
 
 
@@ -44,9 +49,10 @@ def test_second_repro_does_nothing(tiny_project):
     assert "Running stage" not in out
 
 
-def test_dag_runs_collect_prepare_tokenizer_tokenize(tiny_project):
+def test_dag_runs_from_collect_to_evaluate(tiny_project):
     out = dvc(tiny_project, "dag", "--dot")
-    for edge in ('"collect" -> "prepare"', '"prepare" -> "tokenizer"', '"tokenizer" -> "tokenize"'):
+    for edge in ('"collect" -> "prepare"', '"prepare" -> "tokenizer"', '"tokenizer" -> "tokenize"',
+                 '"tokenize" -> "pretrain"', '"pretrain" -> "finetune"', '"finetune" -> "evaluate"'):
         assert edge in out, out
 
 
@@ -83,13 +89,14 @@ def test_prepare_twice_gives_byte_identical_outputs(tiny_project):
 
 def test_params_change_reruns_only_what_depends_on_it(tiny_project):
     params = tiny_params()
-    params["tokenize"]["block_size"] = 32
+    params["evaluate"]["calibration_bins"] = 5
     write_params(tiny_project, params)
     try:
         out = dvc(tiny_project, "repro")
-        assert "Running stage 'tokenize'" in out
-        assert "Running stage 'prepare'" not in out and "Running stage 'collect'" not in out
-        assert json.loads((tiny_project / "reports/tokens.json").read_text())["block_size"] == 32
+        assert "Running stage 'evaluate'" in out
+        for upstream in ("collect", "prepare", "tokenize", "pretrain", "finetune"):
+            assert f"Running stage '{upstream}'" not in out
+        assert len(json.loads((tiny_project / "reports/plots/calibration.json").read_text())) <= 5
     finally:
         write_params(tiny_project, tiny_params())
         dvc(tiny_project, "repro")
