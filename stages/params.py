@@ -269,8 +269,8 @@ class Lora(Section):
     r: between(1, 1024, int) = 8
     alpha: positive() = 16.0
     dropout: between(0, 0.9) = 0.05
-    target_modules: Optional[list[str]] = Field(None, description="null: every attention and MLP projection of the family")
-    learning_rate: positive() = Field(2e-3, description="adapters want a higher rate than full fine-tuning")
+    target_modules: Optional[list[str]] = Field(None, description="null: the token embedding and every attention and MLP projection")
+    learning_rate: positive() = Field(1e-3, description="adapters want a higher rate than full fine-tuning")
 
 
 class EarlyStopping(Section):

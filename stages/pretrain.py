@@ -155,8 +155,6 @@ def main() -> None:
                       train_dataset=blocks_to_dataset(train), eval_dataset=eval_subset, data_collator=causal_lm_collate,
                       callbacks=[LiveCurves(LIVE, checkpoint_step(resume)), timer])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    if is_main:
-        mark_finished(CHECKPOINTS)
     final = trainer.evaluate(eval_dataset=blocks_to_dataset(validation))
     digests = gather(weights_digest(trainer.model))
     if not is_main:
@@ -197,6 +195,7 @@ def main() -> None:
     with atomic_path(SAMPLES) as tmp:
         tmp.write_text(samples_markdown(samples), encoding="utf-8")
     write_json("reports/pretrain.json", report)
+    mark_finished(CHECKPOINTS)  # only once every output is written: a kill before this resumes instead
     log.info("validation perplexity %.2f (unigram %.2f), %.0f tokens/s, MFU %.1f%%", report["validation_perplexity"],
              report["unigram_perplexity"], tokens_per_second, 100 * report["mfu"])
 
