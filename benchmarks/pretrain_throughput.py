@@ -25,7 +25,7 @@ from stages.modeling import build_model, training_flops_per_token
 from stages.training import StepTimer, causal_lm_collate
 
 OUT = Path("reports/bench/pretrain.json")
-STEPS = int(os.environ.get("BENCH_STEPS", "40"))
+STEPS = int(os.environ.get("BENCH_STEPS", "60"))
 WARMUP = 5  # steps excluded from timing: allocator and autocast caches settle
 
 
