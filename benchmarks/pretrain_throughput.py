@@ -10,7 +10,10 @@ Run after `dvc repro` (reads data/tokens, models/tokenizer):  make bench  ->  re
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,10 +43,8 @@ class SteadyTimer(StepTimer):
 
 def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> tuple[float, float]:
     """(tokens/s, final loss) of the stage's Trainer for STEPS steps, no evaluation or checkpoints."""
-    from accelerate.state import AcceleratorState
     from transformers import Trainer
 
-    AcceleratorState._reset_state(reset_partial_state=True)  # its mixed-precision choice outlives a Trainer
     p = params.pretrain.model_copy(update={"max_steps": STEPS, "eval_steps": 10**9, "save_steps": 10**9,
                                            "logging_steps": STEPS, "warmup_steps": min(params.pretrain.warmup_steps, STEPS)})
     seed_everything(params.seed)
@@ -58,6 +59,15 @@ def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) ->
         result = trainer.train()
     tokens = timer.steps * p.batch_size * p.gradient_accumulation_steps * train.shape[1]
     return tokens / timer.seconds, result.training_loss
+
+
+def stage_run_in_subprocess(precision: str) -> tuple[float, float]:
+    """A fresh process per precision: accelerate's autocast outlives a Trainer, so a second Trainer in the same
+    process would silently keep the first one's dtype (measured: bf16=False still ran in bf16)."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.pretrain_throughput", "--stage", precision],
+                         capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["tokens_per_s"], result["loss"]
 
 
 def bare_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> float:
@@ -91,19 +101,29 @@ def bare_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> 
     return (STEPS - WARMUP) * p.batch_size * train.shape[1] / seconds
 
 
-def main() -> None:
+def load_inputs():
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
     params = P.load()
-    device = device_type()
-    precision = choose_precision(params.pretrain.precision, device)
     tokenizer = AutoTokenizer.from_pretrained(pretrain.TOKENIZER)
     train = pretrain.sequences(load_from_disk(str(pretrain.TOKENS))["train"], params.model.context_length)
+    return params, tokenizer, train
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--stage"]:  # child process: one stage run at one precision
+        tokens_per_s, loss = stage_run(*load_inputs(), sys.argv[2])
+        print(json.dumps({"tokens_per_s": tokens_per_s, "loss": loss}))
+        return
+
+    params, tokenizer, train = load_inputs()
+    device = device_type()
+    precision = choose_precision(params.pretrain.precision, device)
     flops = training_flops_per_token(build_model(params.model, tokenizer), train.shape[1])
 
     bare = bare_run(params, tokenizer, train, precision)
-    stage, loss = stage_run(params, tokenizer, train, precision)
+    stage, loss = stage_run_in_subprocess(precision)
     peak = matmul_peak_flops(device, precision)
     result = {"steps": STEPS, "device": device, "precision": precision, "threads": __import__("torch").get_num_threads(),
               "stage_vs_bare": {"stage_tokens_per_s": round(stage, 1), "bare_tokens_per_s": round(bare, 1),
@@ -113,12 +133,12 @@ def main() -> None:
                       "target": 0.5}}
     if device == "cpu":
         other = "fp32" if precision == "bf16" else "bf16"
-        other_tps, other_loss = stage_run(params, tokenizer, train, other)
+        other_tps, other_loss = stage_run_in_subprocess(other)
         by = {precision: (stage, loss), other: (other_tps, other_loss)}
         if "bf16" in by and "fp32" in by:
             result["bf16_vs_fp32"] = {"bf16_tokens_per_s": round(by["bf16"][0], 1), "fp32_tokens_per_s": round(by["fp32"][0], 1),
                                       "speedup": round(by["bf16"][0] / by["fp32"][0], 3),
-                                      "bf16_loss": round(by["bf16"][1], 4), "fp32_loss": round(by["fp32"][1], 4)}
+                                      "bf16_loss": round(by["bf16"][1], 5), "fp32_loss": round(by["fp32"][1], 5)}
     write_json(OUT, result)
     print(result)
 
