@@ -64,6 +64,19 @@ def tiny_tokens(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tiny_tokens, tmp_path_factory) -> Path:
+    """A scratch project on the tiny config with pretrain and finetune run too: models/pretrained (causal LM),
+    models/finetuned (classifier), data/prepared. Copy it before writing into it."""
+    import shutil
+    directory = tmp_path_factory.mktemp("tiny-models") / "project"
+    shutil.copytree(tiny_tokens, directory)
+    for name in ("pretrain", "finetune"):
+        result = run_stage(name, directory)
+        assert result.returncode == 0, result.stderr
+    return directory
+
+
 @pytest.fixture
 def project(tmp_path) -> Path:
     """An empty scratch project directory holding the default params.yaml."""
