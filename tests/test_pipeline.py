@@ -13,12 +13,13 @@ from tests.conftest import ROOT, run_stage, stage_env, tiny_params, write_params
 def tiny_project(tmp_path_factory):
     """A copy of the project with a tiny config, after one `dvc repro`."""
     project = tmp_path_factory.mktemp("project")
-    for item in ("dvc.yaml", "stages", "requirements-data.txt"):
+    for item in ("dvc.yaml", "stages", "requirements-data.txt", "data/audit"):
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, project / item)
     write_params(project, tiny_params())
     env = stage_env()
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, env=env)
+    shutil.copytree(ROOT / ".dvc/plots", project / ".dvc/plots")  # the project's own plot templates
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "init"],
                    cwd=project, check=True)
