@@ -13,7 +13,8 @@ from tests.conftest import ROOT, run_stage, stage_env, tiny_params, write_params
 def tiny_project(tmp_path_factory):
     """A copy of the project with a tiny config, after one `dvc repro`."""
     project = tmp_path_factory.mktemp("project")
-    for item in ("dvc.yaml", "stages", "requirements-data.txt"):
+    for item in ("dvc.yaml", "stages", "requirements-data.txt", "data/requests"):
+        (project / item).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, project / item)
     write_params(project, tiny_params())
     env = stage_env()
