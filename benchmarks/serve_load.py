@@ -1,7 +1,7 @@
 """Serving load test on loopback: 16 concurrent clients, a bounded number of requests, batching on vs off.
 
 Starts `python -m stages.serve` twice (max_batch_size = serve.max_batch_size, then 1; cache off so every request
-runs the model), sends the same requests to each (greedy completions of prompts cut from the pretraining
+runs the model), sends the same requests to each (greedy completions of lines of the pretraining
 validation split and classifications of the fine-tuning test split, alternately) and reports throughput,
 p50/p95 latency and failures -> reports/bench/serve.json. `--sample-log` keeps the batched run's request log
 (the monitor stage's default input, data/requests/sample.jsonl).
@@ -39,8 +39,8 @@ def free_port() -> int:
 
 def workload(requests: int, prompt_words: int, max_tokens: int) -> list[tuple[str, dict]]:
     """Alternating completions and classifications, drawn in file order (deterministic)."""
-    lines = [line for doc in read_jsonl(PROMPTS) for line in doc["text"].split("\n") if len(line.split()) >= 3]
-    prompts = [" ".join(line.split()[:prompt_words]) for line in lines]
+    prompts = [line.strip() for doc in read_jsonl(PROMPTS) for line in doc["text"].split("\n")
+               if 1 <= len(line.split()) <= prompt_words]
     texts = [d["text"] for d in read_jsonl(TEXTS)]
     out = []
     for i in range(requests):
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--variant", help="default: serve.variant from params.yaml")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=256)
-    parser.add_argument("--prompt-words", type=int, default=8)
+    parser.add_argument("--prompt-words", type=int, default=24, help="prompts: validation lines of at most this many words")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--sample-log", help="keep the batched run's request log here")
     args = parser.parse_args()
@@ -142,7 +142,7 @@ def main() -> None:
             Path(args.sample_log).write_bytes(Path(f"{tmp}/batched.jsonl").read_bytes())
     report = {
         "variant": args.variant or settings.variant, "clients": args.clients,
-        "workload": f"{args.requests} requests: greedy completions ({args.prompt_words}-word prompts, "
+        "workload": f"{args.requests} requests: greedy completions (prompts: lines of <= {args.prompt_words} words, "
                     f"{args.max_tokens} tokens) alternating with classifications; cache off",
         "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms, **batched},
         "no_batching": {"max_batch_size": 1, **unbatched},

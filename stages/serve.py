@@ -457,6 +457,9 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
         except ApiError as err:
             outcome = err.code or err.type
             raise
+        except Exception:
+            outcome = "error"
+            raise
         finally:
             latency = time.perf_counter() - start
             for i, prompt in enumerate(prompts):

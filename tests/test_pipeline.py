@@ -40,7 +40,7 @@ def test_repro_writes_every_declared_output(tiny_project):
                  "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json", "data/tokens/dataset_dict.json",
                  "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json",
                  "models/pretrained/model.safetensors", "reports/pretrain.json", "models/finetuned/model.safetensors",
-                 "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json"):
+                 "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json", "reports/monitor.json"):
         assert (tiny_project / path).exists(), path
 
 

@@ -228,6 +228,29 @@ def test_output_filter_replaces_and_counts(project, served, monkeypatch):
     assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1
 
 
+def test_a_failing_model_call_fails_only_its_request(project, served, monkeypatch):
+    from fastapi.testclient import TestClient
+    from stages.serve import create_app
+
+    model = served["int8_dynamic"]
+    calls = []
+
+    def broken_once(jobs, real=model.generate):
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            raise RuntimeError("onnxruntime exploded")
+        return real(jobs)
+    monkeypatch.setattr(model, "generate", broken_once)
+    body = {"model": f"{MODEL}:int8_dynamic", "prompt": "To be", "max_tokens": 3, "temperature": 0}
+    log = project / "logs/failing.jsonl"
+    with TestClient(create_app(settings(project, api_key_env=None, request_log=str(log)), served)) as http:
+        failed = http.post("/v1/completions", json=body)
+        assert failed.status_code == 500 and failed.json()["error"]["type"] == "server_error"
+        assert http.post("/v1/completions", json=body).status_code == 200
+        assert http.get("/readyz").status_code == 200
+    assert [json.loads(line)["outcome"] for line in log.read_text().splitlines()] == ["error", "ok"]
+
+
 def test_output_filter_whole_words_and_patterns():
     from stages.serve import OutputFilter
     rules = OutputFilter(P.OutputFilter(block_list=["darn"], patterns=[r"\d{3}-\d{4}"]))
