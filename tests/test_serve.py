@@ -278,8 +278,9 @@ def test_cut_at_stop():
 
 def test_missing_variant_names_those_available(project):
     from stages.variants import load_lm
-    with pytest.raises(StageError, match=r"variant 'int8_static': no .* \(available: pytorch, int8_dynamic, onnx_fp32;"):
+    with pytest.raises(StageError) as err:
         load_lm("int8_static", project / "models")
+    assert all(name in str(err.value) for name in ("int8_static", "int8_dynamic", "onnx_fp32"))
 
 
 def test_bad_option_stops_the_server_with_one_line(tmp_path):
