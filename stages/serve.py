@@ -122,6 +122,18 @@ def route(key: str, ab: P.AbTest | None, default: str) -> str:
     return ab.variants[1] if stable_fraction(key, salt="ab") < ab.split else ab.variants[0]
 
 
+def token_pieces(text: str, tokenizer) -> list[str]:
+    """`text` cut at token boundaries (one piece per token; a character split across tokens waits for its end)."""
+    ids, pieces, sent = tokenizer(text, add_special_tokens=False)["input_ids"], [], ""
+    for i in range(1, len(ids) + 1):
+        prefix = tokenizer.decode(ids[:i])
+        if prefix.endswith("\ufffd") and i < len(ids):
+            continue
+        pieces.append(prefix[len(sent):])
+        sent = prefix
+    return pieces
+
+
 # ---------------------------------------------------------------- models and batched inference
 
 @dataclass
@@ -484,8 +496,7 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
         """OpenAI's stream: one chunk per token of text, the last with finish_reason, then [DONE]. The batch
         generates every row together, so the chunks follow once the batch is done."""
         for choice in body["choices"]:
-            pieces = [tokenizer.decode([t]) for t in tokenizer(choice["text"], add_special_tokens=False)["input_ids"]]
-            for piece in pieces:
+            for piece in token_pieces(choice["text"], tokenizer):
                 chunk = {**body, "choices": [{"text": piece, "index": choice["index"], "logprobs": None, "finish_reason": None}]}
                 chunk.pop("usage")
                 yield f"data: {json.dumps(chunk)}\n\n"

@@ -111,3 +111,10 @@ def test_bad_log_row_is_named(monitored):
 def test_missing_log_is_named(monitored):
     assert the_error(run_stage("monitor", monitored)) == \
         "error: params.yaml: monitor.log = 'requests.jsonl': not found (point it at a serve request log)"
+
+
+def test_bad_monitor_params_stop_the_stage(monitored):
+    params = tiny_params()
+    params["monitor"] = {"bins": 1}
+    write_params(monitored, params)
+    assert the_error(run_stage("monitor", monitored)) == "error: params.yaml: monitor.bins = 1: must be between 2 and 100"

@@ -270,6 +270,14 @@ def test_ab_routing_follows_the_split_and_is_stable_per_user():
     assert route("anyone", None, "onnx_fp32") == "onnx_fp32"
 
 
+def test_stream_pieces_keep_multibyte_characters_whole(served):
+    from stages.serve import token_pieces
+    tokenizer = served["pytorch"].lm_tokenizer
+    text = "naïve café 🙂 ok"
+    pieces = token_pieces(text, tokenizer)
+    assert "".join(pieces) == text and "\ufffd" not in "".join(pieces) and len(pieces) > 3
+
+
 def test_cut_at_stop():
     from stages.serve import cut_at_stop
     assert cut_at_stop("one. two. three", [". t", "x"]) == ("one", True)
@@ -294,3 +302,18 @@ def test_unset_api_key_variable_is_an_error(project, served, monkeypatch):
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(StageError, match="serve.api_key_env = 'NO_SUCH_KEY_VAR': the environment variable is unset"):
         create_app(settings(project, api_key_env="NO_SUCH_KEY_VAR"), served)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda s: s["output_filter"].update(patterns=["(unclosed"]),
+     "serve.output_filter.patterns[0] = '(unclosed': not a valid regular expression (missing ), unterminated subpattern at position 0)"),
+    (lambda s: s.update(ab={"variants": ["pytorch", "pytorch"]}), "serve.ab: variants: A and B are both 'pytorch'"),
+    (lambda s: s.update(default_max_tokens=100), "serve: default_max_tokens = 100 is above max_tokens_limit = 64"),
+    (lambda s: s.update(variant="fp8"), "serve.variant = 'fp8': must be one of 'pytorch', 'onnx_fp32', 'onnx_optimized', "
+                                        "'int8_dynamic', 'int8_static' or 'pruned'"),
+], ids=["regex", "ab", "max_tokens", "variant"])
+def test_bad_serve_params_are_one_line(edit, expected):
+    from tests.conftest import default_params
+    params = default_params()
+    edit(params["serve"])
+    assert P.validate(params)[1] == [f"params.yaml: {expected}"]
