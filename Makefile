@@ -27,9 +27,10 @@ repro: setup           ## run the whole DAG (dvc repro)
 test: setup            ## run the test suite
 	python -m pytest -q
 
-bench: setup           ## throughput benchmarks -> reports/bench/
+bench: setup           ## throughput benchmarks -> reports/bench/ (serve_load needs the compress stage's int8 models)
 	python -m benchmarks.data_throughput
 	python -m benchmarks.pretrain_throughput
+	python -m benchmarks.serve_load --sample-log data/requests/sample.jsonl
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -13,7 +13,8 @@ from tests.conftest import ROOT, run_stage, stage_env, tiny_params, write_params
 def tiny_project(tmp_path_factory):
     """A copy of the project with a tiny config, after one `dvc repro`."""
     project = tmp_path_factory.mktemp("project")
-    for item in ("dvc.yaml", "stages", "requirements-data.txt", "data/audit"):
+    for item in ("dvc.yaml", "stages", "requirements-data.txt", "data/audit", "data/requests"):
+        (project / item).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, project / item)
     write_params(project, tiny_params())
     env = stage_env()
@@ -40,7 +41,8 @@ def test_repro_writes_every_declared_output(tiny_project):
                  "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json", "data/tokens/dataset_dict.json",
                  "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json",
                  "models/pretrained/model.safetensors", "reports/pretrain.json", "models/finetuned/model.safetensors",
-                 "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json"):
+                 "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json", "reports/monitor.json",
+                 "reports/bias.json", "reports/plots/bias_by_group.json"):
         assert (tiny_project / path).exists(), path
 
 

@@ -1,0 +1,319 @@
+"""The serving API, driven by the official `openai` client against a server on a free local port."""
+import json
+import shutil
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from stages import params as P
+from stages.core import StageError
+from tests.conftest import run_stage, the_error, tiny_params, write_params
+
+KEY = "test-key-123"
+MODEL = "llm-lifecycle"
+
+
+def export_onnx(project: Path) -> None:
+    """models/compressed/{classifier,lm}/{onnx_fp32,int8_dynamic}/model.onnx as the compress stage lays them out."""
+    from optimum.onnxruntime import ORTModelForCausalLM, ORTModelForSequenceClassification, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    from transformers import AutoTokenizer
+
+    for kind, cls, source in (("classifier", ORTModelForSequenceClassification, "finetuned"),
+                              ("lm", ORTModelForCausalLM, "pretrained")):
+        fp32 = project / "models/compressed" / kind / "onnx_fp32"
+        cls.from_pretrained(project / "models" / source, export=True).save_pretrained(fp32)
+        AutoTokenizer.from_pretrained(project / "models" / source).save_pretrained(fp32)
+        int8 = fp32.parent / "int8_dynamic"
+        ORTQuantizer.from_pretrained(fp32, file_name="model.onnx").quantize(
+            save_dir=int8, quantization_config=AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False))
+        for quantized in int8.glob("*_quantized.onnx"):
+            quantized.rename(int8 / "model.onnx")
+        AutoTokenizer.from_pretrained(fp32).save_pretrained(int8)
+
+
+@pytest.fixture(scope="module")
+def project(tiny_models, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("serve") / "project"
+    shutil.copytree(tiny_models, directory)
+    export_onnx(directory)
+    return directory
+
+
+def settings(project: Path, **overrides) -> P.ServeParams:
+    values = dict(ab={"variants": ["int8_dynamic", "pytorch"], "split": 0.5}, max_batch_size=8, max_wait_ms=100.0,
+                  max_prompt_tokens=40, max_tokens_limit=16, default_max_tokens=8, max_body_bytes=4096,
+                  api_key_env="LLM_TEST_KEY", request_log=str(project / "logs/requests.jsonl"))
+    return P.ServeParams.model_validate({**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def served(project):
+    from stages.serve import load_served
+    return {v: load_served(v, project / "models") for v in ("int8_dynamic", "pytorch")}
+
+
+@pytest.fixture(scope="module")
+def server(project, served):
+    """A real uvicorn server in a thread on a free port."""
+    import uvicorn
+    from stages.serve import create_app
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LLM_TEST_KEY", KEY)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(settings(project), served)
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(timeout=10)
+    mp.undo()
+
+
+@pytest.fixture
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+
+
+def metric(server: str, name: str, **labels) -> float:
+    """A Prometheus sample from /metrics, summed over the label sets that include `labels`."""
+    total = 0.0
+    for line in httpx.get(f"{server}/metrics").text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, value = line.rsplit(" ", 1)
+        sample_name, _, label_text = sample.partition("{")
+        if sample_name == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+# ---------------------------------------------------------------- the openai client
+
+def test_completion_through_openai_client(client):
+    first = client.completions.create(model=MODEL, prompt="To be, or not to be", max_tokens=8, temperature=0)
+    choice = first.choices[0]
+    assert first.object == "text_completion" and isinstance(choice.text, str)
+    assert choice.finish_reason in ("stop", "length")
+    assert first.usage.prompt_tokens > 0 and 0 <= first.usage.completion_tokens <= 8
+
+
+def test_pinned_variants_answer_and_agree_on_greedy_length(client):
+    for variant in ("int8_dynamic", "pytorch"):
+        out = client.completions.create(model=f"{MODEL}:{variant}", prompt="The history of", max_tokens=6, temperature=0)
+        assert out.usage.completion_tokens <= 6 and out.choices[0].finish_reason in ("stop", "length")
+
+
+def test_streamed_completion_matches_the_plain_one(client):
+    args = dict(model=f"{MODEL}:int8_dynamic", prompt="KING HENRY:", max_tokens=10, temperature=0)
+    plain = client.completions.create(**args).choices[0]
+    chunks = list(client.completions.create(stream=True, **args))
+    assert len(chunks) >= 2 and all(c.object == "text_completion" for c in chunks)
+    assert "".join(c.choices[0].text for c in chunks) == plain.text
+    assert chunks[-1].choices[0].finish_reason == plain.finish_reason
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+
+
+def test_stream_ends_with_done(server):
+    with httpx.stream("POST", f"{server}/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                      json={"prompt": "To be", "max_tokens": 4, "temperature": 0, "stream": True}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in response.iter_lines() if line]
+    assert events[-1] == "data: [DONE]" and all(e.startswith("data: ") for e in events)
+
+
+def test_model_listing(client):
+    ids = [m.id for m in client.models.list()]
+    assert ids == [MODEL, f"{MODEL}:int8_dynamic", f"{MODEL}:pytorch"]
+
+
+def test_classify(server):
+    response = httpx.post(f"{server}/v1/classify", headers={"Authorization": f"Bearer {KEY}"},
+                          json={"input": ["A wonderful, moving film.", "Dull and lifeless."]})
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert [d["index"] for d in data] == [0, 1]
+    assert all(d["label"] in ("negative", "positive") and abs(sum(d["scores"].values()) - 1) < 1e-4 for d in data)
+
+
+# ---------------------------------------------------------------- bad requests get 4xx, the server keeps serving
+
+def test_bad_requests_get_the_right_4xx_and_the_server_keeps_serving(client, server):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=MODEL, prompt="x", max_tokens=-5)
+    assert err.value.status_code == 400 and err.value.body["param"] == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=MODEL, prompt="word " * 200, max_tokens=4)
+    assert err.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL, prompt="x", max_tokens=17)  # over max_tokens_limit
+    with pytest.raises(openai.AuthenticationError) as err:
+        openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0).completions.create(model=MODEL, prompt="x")
+    assert err.value.status_code == 401
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-4", prompt="x")
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    malformed = httpx.post(f"{server}/v1/completions", content=b'{"prompt": "x",', headers=auth)
+    assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_json"
+    assert set(malformed.json()["error"]) == {"message", "type", "param", "code"}
+    too_big = httpx.post(f"{server}/v1/completions", content=json.dumps({"prompt": "x" * 5000}), headers=auth)
+    assert too_big.status_code == 413
+    missing = httpx.post(f"{server}/v1/completions", json={"max_tokens": 3}, headers=auth)
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "prompt"
+    assert httpx.get(f"{server}/healthz").status_code == 200
+    assert httpx.get(f"{server}/readyz").json()["status"] == "ready"
+    assert client.completions.create(model=MODEL, prompt="still there?", max_tokens=2).choices
+
+
+# ---------------------------------------------------------------- batching, cache, filter, log
+
+def test_concurrent_requests_are_batched(client, server):
+    before_count = metric(server, "llm_batch_size_count", task="generate")
+    before_sum = metric(server, "llm_batch_size_sum", task="generate")
+    prompts = [f"Scene {i}: enter the king" for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        outs = list(pool.map(lambda p: client.completions.create(model=f"{MODEL}:int8_dynamic", prompt=p,
+                                                                  max_tokens=4, temperature=0), prompts))
+    assert len(outs) == 12
+    batches = metric(server, "llm_batch_size_count", task="generate") - before_count
+    jobs = metric(server, "llm_batch_size_sum", task="generate") - before_sum
+    assert jobs == 12 and batches < 12, (jobs, batches)  # at least one batch held more than one request
+
+
+def test_greedy_repeat_is_served_from_the_cache(client, server):
+    args = dict(model=f"{MODEL}:int8_dynamic", prompt="A cached prompt", max_tokens=5, temperature=0)
+    first = client.completions.create(**args)
+    hits = metric(server, "llm_cache_total", endpoint="completions", result="hit")
+    second = client.completions.create(**args)
+    assert metric(server, "llm_cache_total", endpoint="completions", result="hit") == hits + 1
+    assert second.choices[0].text == first.choices[0].text
+
+
+def test_request_log_is_scrubbed(client, project):
+    client.completions.create(model=MODEL, prompt="Mail jane.doe@example.com, call 212-555-0143", max_tokens=2)
+    lines = (project / "logs/requests.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert "jane.doe@example.com" not in lines[-1] and "212-555-0143" not in lines[-1]
+    assert "<EMAIL>" in record["prompt"] and "<PHONE>" in record["prompt"]
+    assert record["variant"] in ("int8_dynamic", "pytorch") and record["latency_ms"] > 0
+
+
+def test_output_filter_replaces_and_counts(project, served, monkeypatch):
+    from fastapi.testclient import TestClient
+    from stages.serve import create_app
+
+    body = {"model": f"{MODEL}:int8_dynamic", "prompt": "To be, or not to be", "max_tokens": 12, "temperature": 0}
+    with TestClient(create_app(settings(project, api_key_env=None, request_log=None), served)) as plain:
+        text = plain.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    word = text.split()[0]  # whatever the tiny model says first
+    blocking = settings(project, api_key_env=None, request_log=None,
+                        output_filter={"block_list": [word], "patterns": ["[0-9]+"], "replacement": "***"})
+    with TestClient(create_app(blocking, served)) as filtered:
+        out = filtered.post("/v1/completions", json=body).json()["choices"][0]["text"]
+        counted = [line for line in filtered.get("/metrics").text.splitlines()
+                   if line.startswith(f'llm_output_filtered_total{{rule="block:{word}"}}')]
+    assert "***" in out and out.split().count(word) < text.split().count(word)
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) >= 1
+
+
+def test_a_failing_model_call_fails_only_its_request(project, served, monkeypatch):
+    from fastapi.testclient import TestClient
+    from stages.serve import create_app
+
+    model = served["int8_dynamic"]
+    calls = []
+
+    def broken_once(jobs, real=model.generate):
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            raise RuntimeError("onnxruntime exploded")
+        return real(jobs)
+    monkeypatch.setattr(model, "generate", broken_once)
+    body = {"model": f"{MODEL}:int8_dynamic", "prompt": "To be", "max_tokens": 3, "temperature": 0}
+    log = project / "logs/failing.jsonl"
+    with TestClient(create_app(settings(project, api_key_env=None, request_log=str(log)), served)) as http:
+        failed = http.post("/v1/completions", json=body)
+        assert failed.status_code == 500 and failed.json()["error"]["type"] == "server_error"
+        assert http.post("/v1/completions", json=body).status_code == 200
+        assert http.get("/readyz").status_code == 200
+    assert [json.loads(line)["outcome"] for line in log.read_text().splitlines()] == ["error", "ok"]
+
+
+def test_output_filter_whole_words_and_patterns():
+    from stages.serve import OutputFilter
+    rules = OutputFilter(P.OutputFilter(block_list=["darn"], patterns=[r"\d{3}-\d{4}"]))
+    text, hits = rules.apply("Darn it, darning is darn hard; call 555-0143.")
+    assert text == "[filtered] it, darning is [filtered] hard; call [filtered]."
+    assert hits == {"block:darn": 2, r"pattern:\d{3}-\d{4}": 1}
+
+
+# ---------------------------------------------------------------- pure pieces and the command line
+
+def test_ab_routing_follows_the_split_and_is_stable_per_user():
+    from stages.serve import route
+    ab = P.AbTest(variants=["int8_dynamic", "pytorch"], split=0.25)
+    routed = [route(f"user-{i}", ab, "int8_dynamic") for i in range(4000)]
+    assert 0.22 < routed.count("pytorch") / len(routed) < 0.28
+    assert route("user-7", ab, "x") == route("user-7", ab, "x")
+    assert route("anyone", None, "onnx_fp32") == "onnx_fp32"
+
+
+def test_stream_pieces_keep_multibyte_characters_whole(served):
+    from stages.serve import token_pieces
+    tokenizer = served["pytorch"].lm_tokenizer
+    text = "naïve café 🙂 ok"
+    pieces = token_pieces(text, tokenizer)
+    assert "".join(pieces) == text and "\ufffd" not in "".join(pieces) and len(pieces) > 3
+
+
+def test_cut_at_stop():
+    from stages.serve import cut_at_stop
+    assert cut_at_stop("one. two. three", [". t", "x"]) == ("one", True)
+    assert cut_at_stop("one", ["."]) == ("one", False)
+
+
+def test_missing_variant_names_those_available(project):
+    from stages.variants import load_lm
+    with pytest.raises(StageError) as err:
+        load_lm("int8_static", project / "models")
+    assert all(name in str(err.value) for name in ("int8_static", "int8_dynamic", "onnx_fp32"))
+
+
+def test_bad_option_stops_the_server_with_one_line(tmp_path):
+    write_params(tmp_path, tiny_params())
+    assert the_error(run_stage("serve", tmp_path, "--port", "70000")) == \
+        "error: command line: port = 70000: must be between 0 and 65535"
+
+
+def test_unset_api_key_variable_is_an_error(project, served, monkeypatch):
+    from stages.serve import create_app
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(StageError, match="serve.api_key_env = 'NO_SUCH_KEY_VAR': the environment variable is unset"):
+        create_app(settings(project, api_key_env="NO_SUCH_KEY_VAR"), served)
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda s: s["output_filter"].update(patterns=["(unclosed"]),
+     "serve.output_filter.patterns[0] = '(unclosed': not a valid regular expression (missing ), unterminated subpattern at position 0)"),
+    (lambda s: s.update(ab={"variants": ["pytorch", "pytorch"]}), "serve.ab: variants: A and B are both 'pytorch'"),
+    (lambda s: s.update(default_max_tokens=100), "serve: default_max_tokens = 100 is above max_tokens_limit = 64"),
+    (lambda s: s.update(variant="fp8"), "serve.variant = 'fp8': must be one of 'pytorch', 'onnx_fp32', 'onnx_optimized', "
+                                        "'int8_dynamic', 'int8_static' or 'pruned'"),
+], ids=["regex", "ab", "max_tokens", "variant"])
+def test_bad_serve_params_are_one_line(edit, expected):
+    from tests.conftest import default_params
+    params = default_params()
+    edit(params["serve"])
+    assert P.validate(params)[1] == [f"params.yaml: {expected}"]
