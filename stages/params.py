@@ -310,6 +310,48 @@ class EvaluateParams(Section):
     calibration_bins: between(2, 100, int) = 10
 
 
+# ---------------------------------------------------------------- compress / distill / benchmark
+
+COMPRESS_VARIANTS = Literal["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"]
+
+
+def unique():
+    def check(value):
+        repeated = sorted({str(v) for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"repeated: {', '.join(repeated)}")
+        return value
+    return AfterValidator(check)
+
+
+class Quantization(Section):
+    isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = Field("auto", description="int8 kernels to target; auto: detected from this CPU")
+    per_channel: bool = Field(False, description="one scale per output channel (more accurate, slower on some CPUs)")
+    calibration_examples: at_least(1) = Field(64, description="validation examples that calibrate static int8 activation ranges")
+    calibration_length: between(8, 1_048_576, int) = Field(64, description="tokens per calibration example (padded)")
+
+
+class Pruning(Section):
+    amount: between(0, 0.99) = Field(0.3, description="share of projection weights set to zero (global L1 magnitude)")
+    recovery_steps: at_least(0) = Field(0, description="optimizer steps of fine-tuning after pruning (0: none)")
+
+
+class CompressEvaluation(Section):
+    examples: at_least(1) = Field(1000, description="classifier test examples compared (at most the test split)")
+    documents: at_least(1) = Field(16, description="LM test documents for perplexity (at most the test split)")
+    document_chars: at_least(100) = Field(2000, description="characters kept of each LM document (bounds the time)")
+    batch_size: at_least(1) = 32
+
+
+class CompressParams(Section):
+    variants: Annotated[list[COMPRESS_VARIANTS], unique()] = Field(
+        default_factory=lambda: ["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"], min_length=1)
+    optimization_level: Literal[1, 2, 99] = Field(2, description="ORT graph optimisation: 1 basic, 2 extended (fusions), 99 all")
+    quantization: Quantization = Quantization()
+    pruning: Pruning = Pruning()
+    evaluation: CompressEvaluation = CompressEvaluation()
+
+
 class Params(Section):
     seed: at_least(0) = 0
     collect: CollectParams
@@ -320,6 +362,7 @@ class Params(Section):
     pretrain: PretrainParams = PretrainParams()
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    compress: CompressParams = CompressParams()
 
     @model_validator(mode="after")
     def _context_fits_blocks(self):

@@ -1,0 +1,63 @@
+"""Load any model variant by name: `pytorch` (the fine-tuned / pretrained originals) or an ONNX variant that the
+compress (or distill) stage wrote under models/compressed/{classifier,lm}/<variant>/model.onnx."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.core import StageError
+
+PYTORCH = "pytorch"
+ONNX_FILE = "model.onnx"
+ORIGINALS = {"classifier": "finetuned", "lm": "pretrained"}
+
+
+def available(kind: str, root: Path = Path("models")) -> list[str]:
+    """`pytorch` plus every exported variant of `kind` (classifier | lm) found on disk."""
+    directory = Path(root) / "compressed" / kind
+    found = sorted(p.parent.name for p in directory.glob(f"*/{ONNX_FILE}")) if directory.is_dir() else []
+    return [PYTORCH, *found]
+
+
+def variant_dir(kind: str, variant: str, root: Path = Path("models")) -> Path:
+    """The directory holding `variant`; an unknown or missing one is a one-line StageError naming the others."""
+    root = Path(root)
+    path = root / ORIGINALS[kind] if variant == PYTORCH else root / "compressed" / kind / variant
+    marker = path / "config.json" if variant == PYTORCH else path / ONNX_FILE
+    if not marker.is_file():
+        raise StageError(f"{kind} variant {variant!r}: not found at {path} (available: {', '.join(available(kind, root))})")
+    return path
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the exported graphs take no token_type_ids
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_classifier(variant: str, root: Path = Path("models")):
+    """(model, tokenizer) of a classifier variant, ready for `model(**tokenizer(texts, return_tensors="pt"))`."""
+    path = variant_dir("classifier", variant, root)
+    if variant == PYTORCH:
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+    else:
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+        model = ORTModelForSequenceClassification.from_pretrained(path, file_name=ONNX_FILE)
+    return model, load_tokenizer(path)
+
+
+def load_lm(variant: str, root: Path = Path("models")):
+    """(model, tokenizer) of a causal-LM variant; both kinds support `.generate(...)` (ONNX ones with the KV cache)."""
+    path = variant_dir("lm", variant, root)
+    if variant == PYTORCH:
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).eval()
+        model.config.use_cache = True  # pretraining switched it off; generation wants it
+    else:
+        from optimum.onnxruntime import ORTModelForCausalLM
+        model = ORTModelForCausalLM.from_pretrained(path, file_name=ONNX_FILE, use_cache=True)
+    return model, load_tokenizer(path)
