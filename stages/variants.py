@@ -38,26 +38,42 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
+def session_options(threads: int | None):
+    """ONNX Runtime session options with `threads` intra-op threads (None: ORT's default, every physical core)."""
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def load(kind: str, variant: str, root: Path = Path("models"), threads: int | None = None):
+    """(model, tokenizer) of `kind` (classifier | lm); `threads` caps ONNX Runtime's intra-op threads (the
+    benchmark gives PyTorch and ORT the same number)."""
+    path = variant_dir(kind, variant, root)
+    if variant == PYTORCH:
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+        model = auto.from_pretrained(path, use_safetensors=True).eval()
+        if kind == "lm":
+            model.config.use_cache = True  # pretraining switched it off; generation wants it
+    elif kind == "classifier":
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+        model = ORTModelForSequenceClassification.from_pretrained(path, file_name=ONNX_FILE,
+                                                                  session_options=session_options(threads))
+    else:
+        from optimum.onnxruntime import ORTModelForCausalLM
+        model = ORTModelForCausalLM.from_pretrained(path, file_name=ONNX_FILE, use_cache=True,
+                                                    session_options=session_options(threads))
+    return model, load_tokenizer(path)
+
+
 def load_classifier(variant: str, root: Path = Path("models")):
     """(model, tokenizer) of a classifier variant, ready for `model(**tokenizer(texts, return_tensors="pt"))`."""
-    path = variant_dir("classifier", variant, root)
-    if variant == PYTORCH:
-        from transformers import AutoModelForSequenceClassification
-        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
-    else:
-        from optimum.onnxruntime import ORTModelForSequenceClassification
-        model = ORTModelForSequenceClassification.from_pretrained(path, file_name=ONNX_FILE)
-    return model, load_tokenizer(path)
+    return load("classifier", variant, root)
 
 
 def load_lm(variant: str, root: Path = Path("models")):
     """(model, tokenizer) of a causal-LM variant; both kinds support `.generate(...)` (ONNX ones with the KV cache)."""
-    path = variant_dir("lm", variant, root)
-    if variant == PYTORCH:
-        from transformers import AutoModelForCausalLM
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).eval()
-        model.config.use_cache = True  # pretraining switched it off; generation wants it
-    else:
-        from optimum.onnxruntime import ORTModelForCausalLM
-        model = ORTModelForCausalLM.from_pretrained(path, file_name=ONNX_FILE, use_cache=True)
-    return model, load_tokenizer(path)
+    return load("lm", variant, root)
