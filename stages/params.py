@@ -352,6 +352,30 @@ class CompressParams(Section):
     evaluation: CompressEvaluation = CompressEvaluation()
 
 
+class Student(Section):
+    """The student's shape (same family, tokenizer and context as the teacher)."""
+    n_layers: between(1, 256, int) = 2
+    d_model: between(8, 65536, int) = 192
+    n_heads: between(1, 1024, int) = 3
+    d_ff: between(8, 262144, int) = 768
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
+        return self
+
+
+class DistillParams(Section):
+    student: Student = Student()
+    temperature: between(0.1, 100) = Field(2.0, description="softens both distributions; the soft loss is scaled by T^2")
+    alpha: Fraction = Field(0.5, description="weight of the soft-target loss; 1 - alpha weighs the labels")
+    epochs: positive() = 2.0
+    batch_size: at_least(1) = 32
+    learning_rate: positive() = 1e-3
+    max_train_examples: at_least(1) = Field(2000, description="training examples used (the first, in split order)")
+
+
 class GenerationBench(Section):
     variants: Optional[list[str]] = Field(["pytorch", "onnx_fp32", "int8_dynamic"], description="LM variants timed; null: every one on disk")
     prompt_tokens: at_least(1) = 16
@@ -398,6 +422,7 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     compress: CompressParams = CompressParams()
+    distill: DistillParams = DistillParams()
     benchmark: BenchmarkParams = BenchmarkParams()
 
     @model_validator(mode="after")

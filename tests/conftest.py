@@ -50,6 +50,8 @@ def tiny_params() -> dict:
     params["compress"]["quantization"]["calibration_examples"] = 8
     params["compress"]["quantization"]["calibration_length"] = 16
     params["compress"]["evaluation"].update(examples=48, documents=3, document_chars=500)
+    params["distill"].update(epochs=1, batch_size=16, max_train_examples=64)
+    params["distill"]["student"].update(n_layers=1, d_model=16, n_heads=2, d_ff=32)
     params["benchmark"].update(batch_sizes=[1, 2], sequence_lengths=[8, 16], warmup=1, repetitions=3)
     params["benchmark"]["generation"].update(new_tokens=4, prompt_tokens=4, repetitions=1, num_beams=2)
     params["benchmark"]["small"].update(n_layers=1, d_model=32, n_heads=2, d_ff=64, sequence_length=16)
