@@ -76,7 +76,8 @@ def language_model_metrics(model, tokenizer, texts: list[str], stride: int | Non
 
 # ---------------------------------------------------------------- classifier
 
-def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
+def predict_logits(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
+    """Class logits of a classifier with a transformers-like call (PyTorch or ONNX Runtime)."""
     import torch
 
     out = []
@@ -84,8 +85,17 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int, m
         batch = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length, padding=True,
                           return_tensors="pt").to(model.device)
         with torch.no_grad():
-            out.append(torch.softmax(model(**batch).logits.float(), dim=-1).cpu().numpy())
+            out.append(model(**batch).logits.float().cpu().numpy())
     return np.concatenate(out)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
+    return softmax(predict_logits(model, tokenizer, texts, batch_size, max_length))
 
 
 def classification_metrics(probabilities: np.ndarray, references: list[int], classes: list[str], bins: int) -> dict:

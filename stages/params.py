@@ -459,6 +459,106 @@ class MonitorParams(Section):
     lm_reference: str = Field("data/prepared/pretrain/train.jsonl", description="the language model's training texts")
     bins: between(2, 100, int) = Field(10, description="quantile bins of the reference's lengths for the PSI")
     psi_alert: positive() = Field(0.2, description="PSI above this is reported as drift (0.1 moderate, 0.2 major by convention)")
+# ---------------------------------------------------------------- compress / distill / benchmark
+
+COMPRESS_VARIANTS = Literal["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"]
+
+
+def unique():
+    def check(value):
+        repeated = sorted({str(v) for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"repeated: {', '.join(repeated)}")
+        return value
+    return AfterValidator(check)
+
+
+class Quantization(Section):
+    isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = Field("auto", description="int8 kernels to target; auto: detected from this CPU")
+    per_channel: bool = Field(False, description="one scale per output channel (more accurate, slower on some CPUs)")
+    calibration_examples: at_least(1) = Field(64, description="validation examples that calibrate static int8 activation ranges")
+    calibration_length: between(8, 1_048_576, int) = Field(64, description="tokens per calibration example (padded)")
+
+
+class Pruning(Section):
+    amount: between(0, 0.99) = Field(0.3, description="share of projection weights set to zero (global L1 magnitude)")
+    recovery_steps: at_least(0) = Field(0, description="optimizer steps of fine-tuning after pruning (0: none)")
+
+
+class CompressEvaluation(Section):
+    examples: at_least(1) = Field(1000, description="classifier test examples compared (at most the test split)")
+    documents: at_least(1) = Field(16, description="LM test documents for perplexity (at most the test split)")
+    document_chars: at_least(100) = Field(2000, description="characters kept of each LM document (bounds the time)")
+    batch_size: at_least(1) = 32
+
+
+class CompressParams(Section):
+    variants: Annotated[list[COMPRESS_VARIANTS], unique()] = Field(
+        default_factory=lambda: ["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"], min_length=1)
+    optimization_level: Literal[1, 2, 99] = Field(2, description="ORT graph optimisation: 1 basic, 2 extended (fusions), 99 all")
+    quantization: Quantization = Quantization()
+    pruning: Pruning = Pruning()
+    evaluation: CompressEvaluation = CompressEvaluation()
+
+
+class Student(Section):
+    """The student's shape (same family, tokenizer and context as the teacher)."""
+    n_layers: between(1, 256, int) = 2
+    d_model: between(8, 65536, int) = 192
+    n_heads: between(1, 1024, int) = 3
+    d_ff: between(8, 262144, int) = 768
+
+    @model_validator(mode="after")
+    def _shape(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
+        return self
+
+
+class DistillParams(Section):
+    student: Student = Student()
+    temperature: between(0.1, 100) = Field(2.0, description="softens both distributions; the soft loss is scaled by T^2")
+    alpha: Fraction = Field(0.5, description="weight of the soft-target loss; 1 - alpha weighs the labels")
+    epochs: positive() = 2.0
+    batch_size: at_least(1) = 32
+    learning_rate: positive() = 1e-3
+    max_train_examples: at_least(1) = Field(2000, description="training examples used (the first, in split order)")
+
+
+class GenerationBench(Section):
+    variants: Optional[list[str]] = Field(["pytorch", "onnx_fp32", "int8_dynamic"], description="LM variants timed; null: every one on disk")
+    prompt_tokens: at_least(1) = 16
+    new_tokens: at_least(1) = Field(64, description="tokens generated per call (forced: no early end of sequence)")
+    repetitions: at_least(1) = 3
+    decoding: Annotated[list[Literal["greedy", "sampling", "beam"]], unique()] = Field(
+        default_factory=lambda: ["greedy", "sampling", "beam"], min_length=1)
+    temperature: between(0.01, 10) = 0.8
+    top_k: at_least(0) = 50
+    top_p: between(0.01, 1) = 0.95
+    num_beams: between(2, 64, int) = 4
+
+
+class SmallBench(Section):
+    """A random-weight classifier of ~20-30M parameters: int8 gains that a tiny model's overhead hides."""
+    enabled: bool = True
+    n_layers: between(1, 64, int) = 6
+    d_model: between(8, 8192, int) = 512
+    n_heads: between(1, 128, int) = 8
+    d_ff: between(8, 32768, int) = 2048
+    batch_size: at_least(1) = 1
+    sequence_length: between(8, 4096, int) = 128
+
+
+class BenchmarkParams(Section):
+    variants: Optional[list[str]] = Field(None, description="classifier variants timed besides pytorch; null: every one on disk")
+    batch_sizes: Annotated[list[at_least(1)], unique()] = Field(default_factory=lambda: [1, 8], min_length=1)
+    sequence_lengths: Annotated[list[between(1, 1_048_576, int)], unique()] = Field(default_factory=lambda: [32, 128], min_length=1)
+    warmup: at_least(0) = 3
+    repetitions: at_least(1) = 20
+    threads: Optional[at_least(1)] = Field(None, description="intra-op threads for PyTorch and ORT alike; null: every core")
+    generation: GenerationBench = GenerationBench()
+    small: SmallBench = SmallBench()
+
 
 class Params(Section):
     seed: at_least(0) = 0
@@ -471,6 +571,9 @@ class Params(Section):
     finetune: FinetuneParams = FinetuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     audit: AuditParams = AuditParams()
+    compress: CompressParams = CompressParams()
+    distill: DistillParams = DistillParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
     serve: ServeParams = ServeParams()
     monitor: MonitorParams = MonitorParams()
 

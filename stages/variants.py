@@ -1,47 +1,79 @@
-"""Load a model variant by name: `pytorch` (the trained models) or an ONNX variant written by compress.
-
-Minimal stand-in with the compress stage's API (issue 6 replaces this file): serving only calls these two.
-"""
+"""Load any model variant by name: `pytorch` (the fine-tuned / pretrained originals) or an ONNX variant that the
+compress (or distill) stage wrote under models/compressed/{classifier,lm}/<variant>/model.onnx."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from stages.core import StageError
 
-ONNX_VARIANTS = ("onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned")
-VARIANTS = ("pytorch", *ONNX_VARIANTS)
+PYTORCH = "pytorch"
+ONNX_FILE = "model.onnx"
+ORIGINALS = {"classifier": "finetuned", "lm": "pretrained"}
 
 
-def _onnx_dir(variant: str, kind: str, root: Path) -> Path:
-    directory = Path(root) / "compressed" / kind / variant
-    if variant not in VARIANTS or not (directory / "model.onnx").exists():
-        present = sorted(p.parent.name for p in (Path(root) / "compressed" / kind).glob("*/model.onnx"))
-        raise StageError(f"variant {variant!r}: no {directory / 'model.onnx'} (available: "
-                         f"{', '.join(['pytorch', *present])}; run the compress stage for the others)")
-    return directory
+def available(kind: str, root: Path = Path("models")) -> list[str]:
+    """`pytorch` plus every exported variant of `kind` (classifier | lm) found on disk."""
+    directory = Path(root) / "compressed" / kind
+    found = sorted(p.parent.name for p in directory.glob(f"*/{ONNX_FILE}")) if directory.is_dir() else []
+    return [PYTORCH, *found]
+
+
+def variant_dir(kind: str, variant: str, root: Path = Path("models")) -> Path:
+    """The directory holding `variant`; an unknown or missing one is a one-line StageError naming the others."""
+    root = Path(root)
+    path = root / ORIGINALS[kind] if variant == PYTORCH else root / "compressed" / kind / variant
+    marker = path / "config.json" if variant == PYTORCH else path / ONNX_FILE
+    if not marker.is_file():
+        raise StageError(f"{kind} variant {variant!r}: not found at {path} (available: {', '.join(available(kind, root))})")
+    return path
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the exported graphs take no token_type_ids
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def session_options(threads: int | None):
+    """ONNX Runtime session options with `threads` intra-op threads (None: ORT's default, every physical core)."""
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
+
+
+def load(kind: str, variant: str, root: Path = Path("models"), threads: int | None = None):
+    """(model, tokenizer) of `kind` (classifier | lm); `threads` caps ONNX Runtime's intra-op threads (the
+    benchmark gives PyTorch and ORT the same number)."""
+    path = variant_dir(kind, variant, root)
+    if variant == PYTORCH:
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+        model = auto.from_pretrained(path, use_safetensors=True).eval()
+        if kind == "lm":
+            model.config.use_cache = True  # pretraining switched it off; generation wants it
+    elif kind == "classifier":
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+        model = ORTModelForSequenceClassification.from_pretrained(path, file_name=ONNX_FILE,
+                                                                  session_options=session_options(threads))
+    else:
+        from optimum.onnxruntime import ORTModelForCausalLM
+        model = ORTModelForCausalLM.from_pretrained(path, file_name=ONNX_FILE, use_cache=True,
+                                                    session_options=session_options(threads))
+    return model, load_tokenizer(path)
 
 
 def load_classifier(variant: str, root: Path = Path("models")):
-    """(model, tokenizer) of the sequence classifier."""
-    from transformers import AutoTokenizer
-    if variant == "pytorch":
-        from transformers import AutoModelForSequenceClassification
-        directory = Path(root) / "finetuned"
-        return AutoModelForSequenceClassification.from_pretrained(directory).eval(), AutoTokenizer.from_pretrained(directory)
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-    directory = _onnx_dir(variant, "classifier", root)
-    return (ORTModelForSequenceClassification.from_pretrained(directory, file_name="model.onnx"),
-            AutoTokenizer.from_pretrained(directory))
+    """(model, tokenizer) of a classifier variant, ready for `model(**tokenizer(texts, return_tensors="pt"))`."""
+    return load("classifier", variant, root)
 
 
 def load_lm(variant: str, root: Path = Path("models")):
-    """(model, tokenizer) of the causal language model (ONNX with its KV cache)."""
-    from transformers import AutoTokenizer
-    if variant == "pytorch":
-        from transformers import AutoModelForCausalLM
-        directory = Path(root) / "pretrained"
-        return AutoModelForCausalLM.from_pretrained(directory).eval(), AutoTokenizer.from_pretrained(directory)
-    from optimum.onnxruntime import ORTModelForCausalLM
-    directory = _onnx_dir(variant, "lm", root)
-    return (ORTModelForCausalLM.from_pretrained(directory, file_name="model.onnx", use_cache=True),
-            AutoTokenizer.from_pretrained(directory))
+    """(model, tokenizer) of a causal-LM variant; both kinds support `.generate(...)` (ONNX ones with the KV cache)."""
+    return load("lm", variant, root)

@@ -41,8 +41,11 @@ def test_repro_writes_every_declared_output(tiny_project):
                  "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json", "data/tokens/dataset_dict.json",
                  "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json",
                  "models/pretrained/model.safetensors", "reports/pretrain.json", "models/finetuned/model.safetensors",
-                 "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json", "reports/monitor.json",
-                 "reports/bias.json", "reports/plots/bias_by_group.json"):
+                 "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json",
+                 "reports/monitor.json", "reports/bias.json", "reports/plots/bias_by_group.json",
+                 "models/compressed/classifier/int8_dynamic/model.onnx", "models/compressed/lm/onnx_fp32/model.onnx",
+                 "reports/compress.json", "models/distilled/model.safetensors", "reports/distill.json",
+                 "reports/bench.json", "reports/plots/speedup.json"):
         assert (tiny_project / path).exists(), path
 
 
@@ -55,7 +58,8 @@ def test_second_repro_does_nothing(tiny_project):
 def test_dag_runs_from_collect_to_evaluate(tiny_project):
     out = dvc(tiny_project, "dag", "--dot")
     for edge in ('"collect" -> "prepare"', '"prepare" -> "tokenizer"', '"tokenizer" -> "tokenize"',
-                 '"tokenize" -> "pretrain"', '"pretrain" -> "finetune"', '"finetune" -> "evaluate"'):
+                 '"tokenize" -> "pretrain"', '"pretrain" -> "finetune"', '"finetune" -> "evaluate"',
+                 '"finetune" -> "compress"', '"finetune" -> "distill"', '"compress" -> "benchmark"'):
         assert edge in out, out
 
 

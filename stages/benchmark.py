@@ -1,0 +1,273 @@
+"""benchmark: every model variant timed in one process, so the ratios between them are fair.
+
+models/{finetuned,pretrained,compressed} + reports/compress.json -> reports/bench.json (classifier latency
+p50/p95/p99 and sequences/s per variant x batch size x sequence length, peak memory; LM generation tokens/s for
+greedy, sampling and beam search, with and without the KV cache; the "small" ~20M-parameter config's int8 / ORT
+fp32 ratio) and reports/plots/speedup.json (speed-up against size and quality). Timings vary run to run; every
+input (texts, prompts, random weights, sampling seeds) is fixed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from stages import params as P
+from stages.core import StageError, read_jsonl, seed_everything, write_json
+from stages.variants import PYTORCH, available, load
+
+log = logging.getLogger("llm-lifecycle.benchmark")
+MODELS, COMPRESS_REPORT = Path("models"), Path("reports/compress.json")
+TEXTS, PROMPTS = Path("data/prepared/finetune/test.jsonl"), Path("data/prepared/pretrain/test.jsonl")
+
+
+# ---------------------------------------------------------------- measuring
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs (sampled), and its rise over the start."""
+
+    def __init__(self, interval_s: float = 0.005):
+        import psutil
+        self.process, self.interval_s = psutil.Process(), interval_s
+
+    def __enter__(self):
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def report(self) -> dict:
+        return {"peak_rss_mb": round(self.peak / 2**20, 1), "rss_increase_mb": round((self.peak - self.start) / 2**20, 1)}
+
+
+def time_calls(call, warmup: int, repetitions: int) -> np.ndarray:
+    """Wall-clock milliseconds of each of `repetitions` calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repetitions):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return np.asarray(times)
+
+
+def latency_summary(times_ms: np.ndarray, batch_size: int) -> dict:
+    p50, p95, p99 = np.percentile(times_ms, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 4), "p95_ms": round(float(p95), 4), "p99_ms": round(float(p99), 4),
+            "sequences_per_s": round(batch_size * 1000 / float(times_ms.mean()), 2)}
+
+
+def geometric_mean(values: list[float]) -> float:
+    return float(math.exp(sum(math.log(v) for v in values) / len(values)))
+
+
+def fixed_batch(tokenizer, texts: list[str], batch_size: int, length: int) -> dict:
+    """`batch_size` real texts cut or padded to exactly `length` tokens: every variant sees the same tensors."""
+    picked = [texts[i % len(texts)] for i in range(batch_size)]
+    return dict(tokenizer(picked, truncation=True, max_length=length, padding="max_length", return_tensors="pt"))
+
+
+def classifier_latencies(model, tokenizer, texts: list[str], b: P.BenchmarkParams) -> dict:
+    import torch
+    out = {}
+    for batch_size in b.batch_sizes:
+        for length in b.sequence_lengths:
+            batch = fixed_batch(tokenizer, texts, batch_size, length)
+
+            def call():
+                with torch.no_grad():
+                    model(**batch)
+            out[f"batch_{batch_size}"] = out.get(f"batch_{batch_size}", {}) | {
+                f"seq_{length}": latency_summary(time_calls(call, b.warmup, b.repetitions), batch_size)}
+    return out
+
+
+def add_speedups(results: dict, reference: str = PYTORCH) -> None:
+    """p50 ratios against `reference` per shape, their geometric mean, and the same at batch 1 alone."""
+    for variant, result in results.items():
+        ratios, batch1 = [], []
+        for batch, by_length in result["latency"].items():
+            for length, summary in by_length.items():
+                ratio = results[reference]["latency"][batch][length]["p50_ms"] / summary["p50_ms"]
+                summary["speedup_vs_pytorch"] = round(ratio, 4)
+                ratios.append(ratio)
+                if batch == "batch_1":
+                    batch1.append(ratio)
+        result["speedup_vs_pytorch"] = round(geometric_mean(ratios), 4)
+        if batch1:
+            result["speedup_vs_pytorch_batch_1"] = round(geometric_mean(batch1), 4)
+
+
+# ---------------------------------------------------------------- generation
+
+def decoding_kwargs(mode: str, g: P.GenerationBench) -> dict:
+    if mode == "greedy":
+        return {"do_sample": False, "num_beams": 1}
+    if mode == "sampling":
+        return {"do_sample": True, "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p, "num_beams": 1}
+    return {"do_sample": False, "num_beams": g.num_beams}
+
+
+def tokens_per_second(model, prompt: dict, new_tokens: int, kwargs: dict, warmup: int, repetitions: int,
+                      seed: int) -> float:
+    """Generated tokens per second, forcing exactly `new_tokens` (no early end of sequence)."""
+    import torch
+
+    def call():
+        torch.manual_seed(seed)  # sampling draws the same tokens on every repetition
+        with torch.no_grad():
+            output = model.generate(**prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                    pad_token_id=model.config.pad_token_id, **kwargs)
+        assert output.shape[-1] - prompt["input_ids"].shape[-1] == new_tokens
+    times = time_calls(call, warmup, repetitions)
+    return round(new_tokens * 1000 / float(np.median(times)), 2)
+
+
+def generation_speeds(model, tokenizer, prompt_text: str, g: P.GenerationBench, b: P.BenchmarkParams, seed: int,
+                      uncached: bool) -> dict:
+    prompt = dict(tokenizer([prompt_text], truncation=True, max_length=g.prompt_tokens, return_tensors="pt"))
+    out = {}
+    for mode in g.decoding:
+        out[f"{mode}_tokens_per_s"] = tokens_per_second(model, prompt, g.new_tokens, decoding_kwargs(mode, g) | {"use_cache": True},
+                                                        min(b.warmup, 1), g.repetitions, seed)
+    if uncached:  # the exported LMs are built around the cache; PyTorch shows what the cache buys
+        out["greedy_no_cache_tokens_per_s"] = tokens_per_second(model, prompt, g.new_tokens,
+                                                                decoding_kwargs("greedy", g) | {"use_cache": False},
+                                                                min(b.warmup, 1), g.repetitions, seed)
+        out["kv_cache_speedup"] = round(out["greedy_tokens_per_s"] / out["greedy_no_cache_tokens_per_s"], 4) \
+            if "greedy_tokens_per_s" in out else None
+    return {k: v for k, v in out.items() if v is not None}
+
+
+# ---------------------------------------------------------------- the "small" config (~20M parameters)
+
+def small_config_ratios(s: P.SmallBench, b: P.BenchmarkParams, texts: list[str], seed: int) -> dict:
+    """A randomly initialised classifier of the `small` shape, exported and int8-quantized here, then timed:
+    a tiny model's latency is mostly overhead, a 20-30M one shows what int8 kernels buy."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from stages.compress import detect_isa, export_onnx, quantize_dynamic
+    from stages.modeling import build_config
+    from stages.variants import load_tokenizer
+
+    tokenizer = load_tokenizer(MODELS / "finetuned")
+    shape = P.ModelParams(n_layers=s.n_layers, d_model=s.d_model, n_heads=s.n_heads, d_ff=s.d_ff,
+                          context_length=s.sequence_length)
+    config = build_config(shape, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    config.num_labels = 2
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    parameters = sum(p.numel() for p in model.parameters())
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        model.save_pretrained(root / "finetuned", safe_serialization=True)
+        tokenizer.save_pretrained(root / "finetuned")
+        export_onnx(root / "finetuned", root / "compressed/classifier/onnx_fp32", "classifier")
+        quantize_dynamic(root / "compressed/classifier/onnx_fp32", root / "compressed/classifier/int8_dynamic",
+                         detect_isa(), per_channel=False)
+        for variant in (PYTORCH, "onnx_fp32", "int8_dynamic"):
+            loaded, _ = load("classifier", variant, root, b.threads)
+            batch = fixed_batch(tokenizer, texts, s.batch_size, s.sequence_length)
+
+            def call():
+                with torch.no_grad():
+                    loaded(**batch)
+            results[variant] = latency_summary(time_calls(call, b.warmup, b.repetitions), s.batch_size)
+    return {"parameters": parameters, "batch_size": s.batch_size, "sequence_length": s.sequence_length,
+            **{f"{v}_p50_ms": r["p50_ms"] for v, r in results.items()},
+            "int8_speedup_vs_onnx_fp32": round(results["onnx_fp32"]["p50_ms"] / results["int8_dynamic"]["p50_ms"], 4),
+            "int8_speedup_vs_pytorch": round(results[PYTORCH]["p50_ms"] / results["int8_dynamic"]["p50_ms"], 4),
+            "onnx_fp32_speedup_vs_pytorch": round(results[PYTORCH]["p50_ms"] / results["onnx_fp32"]["p50_ms"], 4)}
+
+
+# ---------------------------------------------------------------- plot data
+
+def speedup_plot(classifier: dict, compress: dict) -> list[dict]:
+    """One row per classifier variant: speed-up against size (MB) and quality (test accuracy)."""
+    quality = compress.get("classifier", {})
+    rows = []
+    for variant, result in classifier.items():
+        if variant not in quality:
+            continue
+        rows.append({"variant": variant, "size_mb": round(quality[variant]["size_bytes"] / 1e6, 3),
+                     "accuracy": quality[variant]["accuracy"], "speedup_vs_pytorch": result["speedup_vs_pytorch"]})
+    return rows
+
+
+def chosen_variants(requested: list[str] | None, kind: str) -> list[str]:
+    found = available(kind, MODELS)
+    if requested is None:
+        return found
+    missing = [v for v in requested if v not in found]
+    if missing:
+        raise StageError(f"params.yaml: benchmark.variants: {kind} variant {missing[0]!r} not found "
+                         f"(available: {', '.join(found)})")
+    return list(dict.fromkeys([PYTORCH, *requested]))  # PyTorch is the reference of every ratio
+
+
+def main() -> None:
+    import torch
+
+    params = P.load()
+    b = params.benchmark
+    seed_everything(params.seed)
+    if b.threads:
+        torch.set_num_threads(b.threads)
+    classifier_variants = chosen_variants(b.variants, "classifier")
+    lm_variants = [v for v in chosen_variants(b.generation.variants, "lm")]
+    texts = [d["text"] for d in read_jsonl(TEXTS)]
+    prompt_text = read_jsonl(PROMPTS)[0]["text"]
+
+    report: dict = {"threads": torch.get_num_threads(), "classifier": {}, "generation": {}}
+    for variant in tqdm(classifier_variants, desc="classifier variants"):
+        with PeakMemory() as memory:
+            model, tokenizer = load("classifier", variant, MODELS, b.threads)
+            latency = classifier_latencies(model, tokenizer, texts, b)
+        report["classifier"][variant] = {"latency": latency} | memory.report()
+        del model
+    add_speedups(report["classifier"])
+    for variant in tqdm(lm_variants, desc="LM variants"):
+        with PeakMemory() as memory:
+            model, tokenizer = load("lm", variant, MODELS, b.threads)
+            speeds = generation_speeds(model, tokenizer, prompt_text, b.generation, b, params.seed,
+                                       uncached=variant == PYTORCH)
+        report["generation"][variant] = speeds | memory.report()
+        del model
+    reference = report["generation"].get(PYTORCH, {}).get("greedy_tokens_per_s")
+    for variant, speeds in report["generation"].items():
+        if reference and "greedy_tokens_per_s" in speeds:
+            speeds["greedy_speedup_vs_pytorch"] = round(speeds["greedy_tokens_per_s"] / reference, 4)
+    if b.small.enabled:
+        report["small"] = small_config_ratios(b.small, b, texts, params.seed)
+
+    compress = json.loads(COMPRESS_REPORT.read_text()) if COMPRESS_REPORT.exists() else {}
+    write_json("reports/plots/speedup.json", speedup_plot(report["classifier"], compress))
+    write_json("reports/bench.json", report)
+    for variant, result in report["classifier"].items():
+        log.info("%-15s speed-up vs PyTorch %.2fx (batch 1: %.2fx)", variant, result["speedup_vs_pytorch"],
+                 result.get("speedup_vs_pytorch_batch_1", float("nan")))
+
+
+if __name__ == "__main__":
+    from stages.core import run
+    run(main)

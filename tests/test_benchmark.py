@@ -1,0 +1,87 @@
+"""benchmark on the tiny compressed models: every variant x batch x length timed, ratios against PyTorch,
+generation with and without the KV cache, the small config, plot data; summary statistics are exact."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from stages.benchmark import add_speedups, latency_summary
+from tests.conftest import run_stage, the_error, tiny_params, write_params
+
+VARIANTS = {"pytorch", "onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"}
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_compressed, tmp_path_factory):
+    project = tmp_path_factory.mktemp("bench") / "project"
+    shutil.copytree(tiny_compressed, project)
+    result = run_stage("benchmark", project)
+    assert result.returncode == 0, result.stderr
+    return project, json.loads((project / "reports/bench.json").read_text())
+
+
+def test_every_variant_is_timed_at_every_batch_size_and_length(bench):
+    _, report = bench
+    assert set(report["classifier"]) == VARIANTS
+    for variant, result in report["classifier"].items():
+        assert set(result["latency"]) == {"batch_1", "batch_2"}
+        for by_length in result["latency"].values():
+            assert set(by_length) == {"seq_8", "seq_16"}
+            for summary in by_length.values():
+                assert 0 < summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
+                assert summary["sequences_per_s"] > 0
+        assert result["peak_rss_mb"] > 0
+    assert report["classifier"]["pytorch"]["speedup_vs_pytorch"] == 1.0
+
+
+def test_generation_reports_each_decoding_and_what_the_kv_cache_buys(bench):
+    _, report = bench
+    assert set(report["generation"]) == {"pytorch", "onnx_fp32", "int8_dynamic"}
+    for speeds in report["generation"].values():
+        for mode in ("greedy", "sampling", "beam"):
+            assert speeds[f"{mode}_tokens_per_s"] > 0
+    pytorch = report["generation"]["pytorch"]
+    assert pytorch["kv_cache_speedup"] == pytest.approx(pytorch["greedy_tokens_per_s"] / pytorch["greedy_no_cache_tokens_per_s"], rel=1e-3)
+
+
+def test_small_config_reports_int8_over_ort_fp32(bench):
+    _, report = bench
+    small = report["small"]
+    assert small["parameters"] > 0
+    assert small["int8_speedup_vs_onnx_fp32"] == pytest.approx(small["onnx_fp32_p50_ms"] / small["int8_dynamic_p50_ms"], rel=1e-3)
+
+
+def test_plot_rows_join_speed_with_size_and_quality(bench):
+    project, report = bench
+    rows = json.loads((project / "reports/plots/speedup.json").read_text())
+    compress = json.loads((project / "reports/compress.json").read_text())
+    assert {r["variant"] for r in rows} == VARIANTS
+    for row in rows:
+        assert row["accuracy"] == compress["classifier"][row["variant"]]["accuracy"]
+        assert row["speedup_vs_pytorch"] == report["classifier"][row["variant"]]["speedup_vs_pytorch"]
+
+
+def test_latency_summary_is_exact():
+    summary = latency_summary(np.arange(1, 101, dtype=float), batch_size=4)
+    assert summary["p50_ms"] == 50.5 and summary["p99_ms"] == pytest.approx(99.01)
+    assert summary["sequences_per_s"] == pytest.approx(4 * 1000 / 50.5, rel=1e-3)
+
+
+def test_speedups_are_p50_ratios_against_pytorch():
+    shape = lambda p50: {"batch_1": {"seq_8": {"p50_ms": p50}}, "batch_4": {"seq_8": {"p50_ms": 4 * p50}}}
+    results = {"pytorch": {"latency": shape(8.0)}, "int8": {"latency": shape(2.0)}}
+    add_speedups(results)
+    assert results["int8"]["speedup_vs_pytorch"] == 4.0 and results["int8"]["speedup_vs_pytorch_batch_1"] == 4.0
+    assert results["int8"]["latency"]["batch_4"]["seq_8"]["speedup_vs_pytorch"] == 4.0
+
+
+def test_unknown_variant_stops_the_benchmark_in_one_line(tiny_compressed, tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(tiny_compressed, project)
+    params = tiny_params()
+    params["benchmark"]["variants"] = ["int4"]
+    write_params(project, params)
+    assert the_error(run_stage("benchmark", project)) == (
+        "error: params.yaml: benchmark.variants: classifier variant 'int4' not found (available: pytorch, "
+        "int8_dynamic, int8_static, onnx_fp32, onnx_optimized, pruned)")

@@ -1,0 +1,119 @@
+"""compress on the tiny models: ONNX export matches PyTorch, int8 variants load and classify, static calibration
+uses the configured count, pruning reaches its sparsity, every variant loads by name; bad names fail in one line."""
+import json
+
+import numpy as np
+import pytest
+
+from stages.compress import calibration_examples, detect_isa, prune_global, sparsity
+from stages.core import StageError
+from stages.variants import available, load_classifier, load_lm
+from tests.conftest import run_stage, the_error, tiny_params, write_params
+
+VARIANTS = ["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"]
+TEXTS = ["a wonderful moving film", "a dull boring mess of a movie", "great", "terrible script and bad acting"]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_compressed) -> dict:
+    return json.loads((tiny_compressed / "reports/compress.json").read_text())
+
+
+def logits(model, tokenizer, texts=TEXTS) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.float().numpy()
+
+
+def test_fp32_onnx_logits_match_pytorch(tiny_compressed, report):
+    reference = logits(*load_classifier("pytorch", tiny_compressed / "models"))
+    exported = logits(*load_classifier("onnx_fp32", tiny_compressed / "models"))
+    assert np.abs(reference - exported).max() < 1e-4
+    assert report["classifier"]["onnx_fp32"]["max_abs_logit_diff"] < 1e-4
+    assert report["classifier"]["onnx_fp32"]["agreement"] == 1.0
+    assert report["lm"]["onnx_fp32"]["max_abs_logit_diff"] < 1e-3
+
+
+@pytest.mark.parametrize("variant", ["int8_dynamic", "int8_static"])
+def test_quantized_classifier_loads_classifies_and_is_smaller(tiny_compressed, report, variant):
+    model, tokenizer = load_classifier(variant, tiny_compressed / "models")
+    out = logits(model, tokenizer)
+    assert out.shape == (len(TEXTS), 2) and np.isfinite(out).all()
+    quantized, fp32 = report["classifier"][variant], report["classifier"]["onnx_fp32"]
+    assert quantized["size_bytes"] < fp32["size_bytes"]  # a tiny graph: the quantization nodes weigh relatively more
+    assert 0 <= quantized["accuracy"] <= 1 and 0 <= quantized["agreement"] <= 1
+    assert quantized["accuracy_ci95_low"] <= quantized["accuracy"] <= quantized["accuracy_ci95_high"]
+
+
+def test_static_quantization_uses_the_calibration_count_from_params(report):
+    assert report["facts"]["classifier"]["calibration_examples_used"] == tiny_params()["compress"]["quantization"]["calibration_examples"]
+
+
+def test_calibration_feeds_give_a_decoder_an_empty_past():
+    from transformers import GPT2Config
+    config = GPT2Config(n_embd=32, n_head=2, n_layer=1)
+
+    class Tokenizer:  # two tokens a text, padded: what a real tokenizer returns with return_tensors="np"
+        def __call__(self, texts, **_):
+            return {"input_ids": np.ones((len(texts), 6), dtype=np.int64),
+                    "attention_mask": np.array([[1, 1, 0, 0, 0, 0]] * len(texts))}
+    feeds = calibration_examples(Tokenizer(), ["a", "b", "c"], 6,
+                                 ["input_ids", "attention_mask", "position_ids", "past_key_values.0.key"], config)
+    assert len(feeds) == 3
+    assert feeds[0]["past_key_values.0.key"].shape == (2, 0, 16)
+    assert feeds[0]["position_ids"].tolist() == [0, 1, 1, 1, 1, 1]
+
+
+def test_pruning_reaches_the_requested_sparsity(tiny_compressed, report):
+    from transformers import AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_compressed / "models/finetuned")
+    embedding = model.get_input_embeddings().weight.detach().clone()
+    weights = prune_global(model, 0.4)
+    assert sparsity(weights) == pytest.approx(0.4, abs=0.01)
+    assert (model.get_input_embeddings().weight == embedding).all(), "embeddings are not pruned"
+    assert report["facts"]["classifier"]["sparsity_of_projections"] == pytest.approx(0.5, abs=0.01)
+    assert report["facts"]["lm"]["sparsity_of_projections"] == pytest.approx(0.5, abs=0.01)
+    assert 0 < report["facts"]["lm"]["sparsity_of_all_weights"] < 0.5
+
+
+def test_every_variant_directory_holds_one_onnx_file_and_a_tokenizer_without_token_type_ids(tiny_compressed):
+    for kind in ("classifier", "lm"):
+        assert available(kind, tiny_compressed / "models") == ["pytorch", *sorted(VARIANTS)]
+        for variant in VARIANTS:
+            directory = tiny_compressed / "models/compressed" / kind / variant
+            assert [p.name for p in directory.glob("*.onnx*")] == ["model.onnx"], (kind, variant)
+            assert (directory / "config.json").is_file()
+    _, tokenizer = load_classifier("int8_static", tiny_compressed / "models")
+    assert set(tokenizer("hello there")) == {"input_ids", "attention_mask"}
+
+
+@pytest.mark.parametrize("variant", ["pytorch", *VARIANTS])
+def test_every_lm_variant_loads_and_generates(tiny_compressed, report, variant):
+    model, tokenizer = load_lm(variant, tiny_compressed / "models")
+    prompt = tokenizer(["To be"], return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)
+    assert out.shape == (1, prompt["input_ids"].shape[1] + 3)
+    assert report["lm"][variant]["perplexity"] > 1
+
+
+def test_unknown_variant_is_one_clear_line(tiny_compressed):
+    with pytest.raises(StageError) as err:
+        load_classifier("int4", tiny_compressed / "models")
+    assert str(err.value) == (f"classifier variant 'int4': not found at {tiny_compressed / 'models/compressed/classifier/int4'} "
+                              "(available: pytorch, int8_dynamic, int8_static, onnx_fp32, onnx_optimized, pruned)")
+
+
+def test_unknown_variant_in_params_stops_the_stage(tmp_path):
+    params = tiny_params()
+    params["compress"]["variants"] = ["onnx_fp32", "int4"]
+    write_params(tmp_path, params)
+    assert the_error(run_stage("compress", tmp_path)) == (
+        "error: params.yaml: compress.variants[1] = 'int4': must be one of 'onnx_fp32', 'onnx_optimized', "
+        "'int8_dynamic', 'int8_static' or 'pruned'")
+
+
+def test_isa_is_detected_from_the_cpu():
+    assert detect_isa("flags : fpu avx2 avx512f avx512_vnni", "x86_64") == "avx512_vnni"
+    assert detect_isa("flags : fpu sse4_2 avx2", "x86_64") == "avx2"
+    assert detect_isa("", "aarch64") == "arm64"
