@@ -246,6 +246,8 @@ def compare(base: str, head: str, out: Path) -> tuple[str, list[GateResult]]:
     params = changed_params(params_diff)  # a loosened gate shows here too
     rows, unchanged = metric_rows(metrics_diff, gates)
     images = {}
+    for stale in (out / "plots").glob("*.png"):  # a reused folder must not show another comparison's plots
+        stale.unlink()
     for title, spec in changed_plots(dvc_json("plots", "diff", *revs)).items():
         name = f"plots/{slug(title)}.png"
         render_png(spec, out / name)

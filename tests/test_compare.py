@@ -8,7 +8,7 @@ import pytest
 from stages import compare as C
 from stages import params as P
 from stages.report import flatten
-from tests.conftest import copy_repo, dvc, git, stage_env, tiny_params, write_params
+from tests.conftest import copy_repo, dvc, git, run_stage, stage_env, the_error, tiny_params, write_params
 
 # One changes the model (finetune, evaluate and report re-run), one only how it is measured (evaluate, report).
 EXPERIMENTS = {"higher-lr": "finetune.learning_rate=1.0e-3", "coarse-bins": "evaluate.calibration_bins=4"}
@@ -121,6 +121,13 @@ def test_exp_show_of_two_experiments_fits_200_columns(repo):
     assert all(name in result.stdout for name in EXPERIMENTS), result.stdout
     assert "calibration_bins" in lines[0] and "finetune.learning_rate" in lines[0], lines[0]
     assert max(len(line) for line in lines) <= 200, "\n".join(lines)
+
+
+def test_unknown_revision_is_one_line(tiny_repo, tmp_path):
+    result = run_stage("compare", tiny_repo, "--base", "no-such-rev", "--out", str(tmp_path))
+    assert the_error(result) == "error: dvc params diff --all no-such-rev: ERROR: unknown Git revision 'no-such-rev'"
+    assert the_error(run_stage("compare", tiny_repo, "--base", "workspace", "--out", str(tmp_path))) == \
+        "error: --base workspace: the base must be a commit, branch or experiment"
 
 
 # ---------------------------------------------------------------- pure functions
