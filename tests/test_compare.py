@@ -29,8 +29,8 @@ def repo(tiny_repo, tmp_path_factory):
     repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("compare") / "project")
     params = tiny_params()
     params["gates"] = GATES
-    for name, change in EXPERIMENTS.items():
-        write_params(repo, params)
+    write_params(repo, params)
+    for name, change in EXPERIMENTS.items():  # the second on top of the first: only evaluate and report re-run
         dvc(repo, "exp", "run", "-q", "-n", name, "-S", change)
     return repo
 
