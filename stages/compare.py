@@ -14,7 +14,6 @@ import fnmatch
 import json
 import logging
 import math
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from stages import params as P
 from stages.core import StageError, atomic_path
+from stages.report import fmt, slug
 
 log = logging.getLogger("llm-lifecycle.compare")
 WORKSPACE = "workspace"
@@ -177,10 +177,6 @@ def changed_plots(plots: dict) -> dict[str, dict]:
     return out
 
 
-def slug(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "plot"
-
-
 def render_png(spec: dict, path: Path) -> None:
     """A Vega-Lite spec to PNG, offline (vl-convert bundles Vega; no browser, no CDN)."""
     import vl_convert
@@ -190,16 +186,6 @@ def render_png(spec: dict, path: Path) -> None:
 
 
 # ---------------------------------------------------------------- Markdown
-
-def fmt(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
-
 
 def fmt_delta(value: float | None, suffix: str = "") -> str:
     return "" if value is None else ("+" if value > 0 else "") + fmt(value) + suffix
