@@ -7,7 +7,16 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro test bench params clean
+.PHONY: setup repro test bench params compare exps review clean
+
+# Comparison of two runs (commit, branch, experiment name or workspace) -> $(REVIEW)/compare.md + plots/*.png
+BASE   ?= main
+HEAD   ?= workspace
+REVIEW ?= review
+COMPARE_FLAGS ?=
+# `dvc exp show` without the columns that make it unreadable: dependency hashes (paths), timings, checksums.
+EXPS_DROP ?= Created|gates|[^:]*/[^:]*|.*(seconds|per_second|tflops|mfu|sha256|resumed).*
+
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-data.txt
@@ -31,6 +40,17 @@ bench: setup           ## throughput benchmarks -> reports/bench/ (serve_load ne
 	python -m benchmarks.data_throughput
 	python -m benchmarks.pretrain_throughput
 	python -m benchmarks.serve_load --sample-log data/requests/sample.jsonl
+
+compare:               ## Markdown review of BASE vs HEAD: changed params, metric deltas, gates, changed plots
+	python -m stages.compare --base $(BASE) --head $(HEAD) --out $(REVIEW) $(COMPARE_FLAGS)
+
+exps:                  ## a readable `dvc exp show`: only the params and metrics that differ
+	@dvc exp show --no-pager --md --only-changed --precision 4 --drop '$(EXPS_DROP)'
+
+review:                ## what CI runs on a pull request: fetch cached results, reproduce, compare, gate
+	if dvc remote list | grep -q .; then dvc pull --allow-missing; fi
+	dvc repro
+	$(MAKE) compare COMPARE_FLAGS=--fail-on-gate
 
 clean:
 	rm -rf $(VENV) .pytest_cache

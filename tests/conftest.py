@@ -100,6 +100,49 @@ def tiny_compressed(tiny_models, tmp_path_factory) -> Path:
     result = run_stage("compress", directory)
     assert result.returncode == 0, result.stderr
     return directory
+PROJECT_FILES = ("dvc.yaml", "stages", "requirements-data.txt", "Makefile", ".gitignore", "data/audit",
+                 "data/requests")
+
+
+def git(directory: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args], cwd=directory,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def dvc(directory: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=directory, env=stage_env(),
+                            capture_output=True, text=True)
+    assert not check or result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """A git + DVC copy of the project on the tiny config after one `dvc repro`, committed with its results
+    (the state a pull request's base has). Copy it (`copy_repo`) before changing anything in it."""
+    import shutil
+    project = tmp_path_factory.mktemp("tiny-repo") / "project"
+    project.mkdir()
+    for item in PROJECT_FILES:
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, project / item)
+    write_params(project, tiny_params())
+    git(project, "init", "-q", "-b", "main")
+    dvc(project, "init", "-q")
+    shutil.copytree(ROOT / ".dvc/plots", project / ".dvc/plots")  # the project's own plot templates
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "tiny project")
+    dvc(project, "repro")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "tiny run")
+    return project
+
+
+def copy_repo(source: Path, destination: Path) -> Path:
+    import shutil
+    shutil.copytree(source, destination, symlinks=True)
+    return destination
 
 
 @pytest.fixture

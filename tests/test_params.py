@@ -38,7 +38,7 @@ BAD = [
     ("prepare.dedup.near.num_perm", DELETE, None),  # optional: the default applies
     ("collect", DELETE, "collect: is required"),
     ("pretrian", {}, "pretrian: unknown key (allowed: seed, collect, prepare, tokenizer, tokenize, model, pretrain, "
-                     "finetune, evaluate, audit, compress, distill, benchmark, serve, monitor)"),
+                     "finetune, evaluate, audit, compress, distill, benchmark, serve, monitor, report, gates)"),
 ]
 
 

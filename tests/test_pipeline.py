@@ -1,32 +1,17 @@
 """End to end: the real DAG on a tiny config, run by DVC as a user would."""
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_stage, stage_env, tiny_params, write_params
+from tests.conftest import copy_repo, run_stage, stage_env, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory):
-    """A copy of the project with a tiny config, after one `dvc repro`."""
-    project = tmp_path_factory.mktemp("project")
-    for item in ("dvc.yaml", "stages", "requirements-data.txt", "data/audit", "data/requests"):
-        (project / item).parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, project / item)
-    write_params(project, tiny_params())
-    env = stage_env()
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True, env=env)
-    shutil.copytree(ROOT / ".dvc/plots", project / ".dvc/plots")  # the project's own plot templates
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.org", "commit", "-qm", "init"],
-                   cwd=project, check=True)
-    result = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return project
+def tiny_project(tiny_repo, tmp_path_factory):
+    """A copy of the project with a tiny config, after one `dvc repro` (shared with the other DAG tests)."""
+    return copy_repo(tiny_repo, tmp_path_factory.mktemp("pipeline") / "project")
 
 
 def dvc(project, *args) -> str:
@@ -45,7 +30,8 @@ def test_repro_writes_every_declared_output(tiny_project):
                  "reports/monitor.json", "reports/bias.json", "reports/plots/bias_by_group.json",
                  "models/compressed/classifier/int8_dynamic/model.onnx", "models/compressed/lm/onnx_fp32/model.onnx",
                  "reports/compress.json", "models/distilled/model.safetensors", "reports/distill.json",
-                 "reports/bench.json", "reports/plots/speedup.json"):
+                 "reports/bench.json", "reports/plots/speedup.json",
+                 "reports/report.md", "reports/MODEL_CARD.md", "reports/figures/pretraining-loss.png"):
         assert (tiny_project / path).exists(), path
 
 
@@ -59,7 +45,8 @@ def test_dag_runs_from_collect_to_evaluate(tiny_project):
     out = dvc(tiny_project, "dag", "--dot")
     for edge in ('"collect" -> "prepare"', '"prepare" -> "tokenizer"', '"tokenizer" -> "tokenize"',
                  '"tokenize" -> "pretrain"', '"pretrain" -> "finetune"', '"finetune" -> "evaluate"',
-                 '"finetune" -> "compress"', '"finetune" -> "distill"', '"compress" -> "benchmark"'):
+                 '"finetune" -> "compress"', '"finetune" -> "distill"', '"compress" -> "benchmark"',
+                 '"evaluate" -> "report"'):
         assert edge in out, out
 
 

@@ -1,0 +1,265 @@
+"""compare: the one page a reviewer reads for two runs. Not a stage: it compares stages' results.
+
+`python -m stages.compare --base main --head workspace [--out review] [--fail-on-gate]`
+
+Heads and bases are anything DVC takes as a revision: a branch, a commit, an experiment name, or `workspace`
+(the files on disk; head only). Built on `dvc params diff --json`, `dvc metrics diff --json` and
+`dvc plots diff --json` (DVC's Vega-Lite specs with their data inline), so every metrics file and plot that
+dvc.yaml declares joins the page without code here. Writes <out>/compare.md and <out>/plots/*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import logging
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages import params as P
+from stages.core import StageError, atomic_path
+from stages.report import fmt, slug
+
+log = logging.getLogger("llm-lifecycle.compare")
+WORKSPACE = "workspace"
+
+# Which way is better, by the metric's `file:key` (first matching pattern wins; no match: no verdict).
+DIRECTIONS: list[tuple[str, int]] = [
+    ("*accuracy_drop*", -1), ("*demographic_parity_difference*", -1), ("*flip_rate*", -1),
+    ("*demographic_parity_ratio*", +1),
+    ("*accuracy*", +1), ("*f1*", +1), ("*roc_auc*", +1), ("*precision*", +1), ("*recall*", +1),
+    ("*calibration_error*", -1), ("*unigram_perplexity*", 0), ("*perplexity*", -1), ("*loss*", -1),
+    ("*bits_per_byte*", -1),
+    ("*tokens_per_second*", +1), ("*per_second*", +1), ("*throughput*", +1), ("*speedup*", +1),
+    ("*speed_up*", +1), ("*mfu*", +1), ("*achieved_tflops*", +1),
+    ("*latency*", -1), ("*_ms", -1), ("*_seconds", -1), ("*size_mb*", -1), ("*size_bytes*", -1),
+]
+
+
+def direction(name: str) -> int:
+    """+1 when a higher value is better, -1 when lower is better, 0 when neither."""
+    for pattern, sign in DIRECTIONS:
+        if fnmatch.fnmatchcase(name, pattern):
+            return sign
+    return 0
+
+
+# ---------------------------------------------------------------- DVC
+
+def dvc_json(*args: str) -> dict:
+    """The JSON answer of a `dvc ... --json` command; a failure is one line naming the command."""
+    command = [sys.executable, "-m", "dvc", *args, "--json"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise StageError(f"dvc {' '.join(args)}: {lines[-1] if lines else f'exit code {result.returncode}'}")
+    return json.loads(result.stdout or "{}")
+
+
+def revisions(base: str, head: str) -> list[str]:
+    """The revision arguments DVC's diff commands take (the workspace is the default new side)."""
+    if base == WORKSPACE:
+        raise StageError("--base workspace: the base must be a commit, branch or experiment")
+    return [base] if head == WORKSPACE else [base, head]
+
+
+# ---------------------------------------------------------------- params
+
+def changed_params(diff: dict) -> list[tuple[str, object, object]]:
+    """(file:key, old, new) of every param that differs, from `dvc params diff --all --json`."""
+    rows = []
+    for file, params in diff.items():
+        for key, change in sorted(params.items()):
+            if change.get("old") != change.get("new"):
+                rows.append((f"{file}:{key}", change.get("old"), change.get("new")))
+    return rows
+
+
+def head_gates(diff: dict) -> list[P.Gate]:
+    """The head run's `gates:` (from the params diff's new side), validated like the rest of params.yaml."""
+    raw = diff.get("params.yaml", {}).get("gates", {}).get("new") or []
+    if isinstance(raw, str):  # DVC shows lists it cannot diff as their text
+        import ast
+        raw = ast.literal_eval(raw)
+    gates = []
+    for i, gate in enumerate(raw):
+        try:
+            gates.append(P.Gate.model_validate(gate))
+        except P.ValidationError as err:
+            raise StageError(f"params.yaml: gates[{i}]: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    return gates
+
+
+# ---------------------------------------------------------------- metrics
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class MetricRow:
+    name: str            # file:key
+    old: object
+    new: object
+    gate: "GateResult | None" = None
+
+    @property
+    def delta(self) -> float | None:
+        return self.new - self.old if is_number(self.old) and is_number(self.new) else None
+
+    @property
+    def delta_pct(self) -> float | None:
+        delta = self.delta
+        return None if delta is None or self.old == 0 else 100 * delta / abs(self.old)
+
+    @property
+    def verdict(self) -> str:
+        delta, sign = self.delta, direction(self.name)
+        if not delta or not sign:
+            return ""
+        return "better" if delta * sign > 0 else "worse"
+
+
+@dataclass
+class GateResult:
+    gate: P.Gate
+    value: object
+
+    @property
+    def passed(self) -> bool:
+        if not is_number(self.value):
+            return False
+        return ((self.gate.min is None or self.value >= self.gate.min)
+                and (self.gate.max is None or self.value <= self.gate.max))
+
+    @property
+    def rule(self) -> str:
+        parts = ([f"≥ {self.gate.min:g}"] if self.gate.min is not None else []) + \
+                ([f"≤ {self.gate.max:g}"] if self.gate.max is not None else [])
+        return " and ".join(parts)
+
+
+def metric_rows(diff: dict, gates: list[P.Gate]) -> tuple[list[MetricRow], int]:
+    """Rows for the metrics that changed or carry a gate (from `dvc metrics diff --all --json`), and how many
+    metrics did not change."""
+    values = {f"{file}:{key}": (change.get("old"), change.get("new"))
+              for file, metrics in diff.items() for key, change in metrics.items()}
+    by_name = {g.metric: GateResult(g, values.get(g.metric, (None, None))[1]) for g in gates}
+    rows, unchanged = [], 0
+    for name in sorted(set(values) | set(by_name)):
+        old, new = values.get(name, (None, None))
+        if old == new and name not in by_name:
+            unchanged += 1
+            continue
+        rows.append(MetricRow(name, old, new, by_name.get(name)))
+    return rows, unchanged
+
+
+# ---------------------------------------------------------------- plots
+
+def changed_plots(plots: dict) -> dict[str, dict]:
+    """title -> Vega-Lite spec of the plots whose data differ between the revisions (`dvc plots diff --json`)."""
+    out = {}
+    for title, renders in plots.get("data", plots).items():
+        for render in renders:
+            if render.get("type") != "vega":
+                continue
+            spec = render["content"]
+            by_rev: dict[str, list] = {rev: [] for rev in render.get("revisions", [])}
+            for row in spec.get("data", {}).get("values", []):
+                row = dict(row)
+                by_rev.setdefault(row.pop("rev", ""), []).append(json.dumps(row, sort_keys=True))
+            if len({json.dumps(sorted(rows)) for rows in by_rev.values()}) > 1:
+                out[title] = spec
+    return out
+
+
+def render_png(spec: dict, path: Path) -> None:
+    """A Vega-Lite spec to PNG, offline (vl-convert bundles Vega; no browser, no CDN)."""
+    import vl_convert
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(vl_convert.vegalite_to_png(spec, scale=1))
+
+
+# ---------------------------------------------------------------- Markdown
+
+def fmt_delta(value: float | None, suffix: str = "") -> str:
+    return "" if value is None else ("+" if value > 0 else "") + fmt(value) + suffix
+
+
+def markdown(base: str, head: str, params: list, rows: list[MetricRow], unchanged: int,
+             gates: list[GateResult], images: dict[str, str]) -> str:
+    lines = [f"## Comparison: `{base}` → `{head}`", ""]
+    if gates:
+        failed = [g for g in gates if not g.passed]
+        lines += [f"**Quality gates: {len(gates) - len(failed)} of {len(gates)} passed**"
+                  + (" — ❌ " + ", ".join(f"`{g.gate.metric}`" for g in failed) if failed else " ✅"), ""]
+    lines += ["### Params changed", ""]
+    if params:
+        lines += ["| param | base | head |", "| --- | --- | --- |"]
+        lines += [f"| `{name}` | {fmt(old)} | {fmt(new)} |" for name, old, new in params]
+    else:
+        lines.append("No param changed.")
+    lines += ["", "### Metrics", ""]
+    if rows:
+        lines += ["| metric | base | head | Δ | Δ % | | gate |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+        for row in rows:
+            gate = "" if row.gate is None else f"{'✅' if row.gate.passed else '❌'} {row.gate.rule}"
+            mark = {"better": "🟢 better", "worse": "🔴 worse"}.get(row.verdict, "")
+            lines.append(f"| `{row.name}` | {fmt(row.old)} | {fmt(row.new)} | {fmt_delta(row.delta)} | "
+                         f"{fmt_delta(row.delta_pct, '%')} | {mark} | {gate} |")
+    else:
+        lines.append("No metric changed.")
+    lines += ["", f"{unchanged} other metrics unchanged.", "", "### Plots changed", ""]
+    if images:
+        lines += [f"![{title}]({path})" for title, path in images.items()]
+    else:
+        lines.append("No plot changed.")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+def compare(base: str, head: str, out: Path) -> tuple[str, list[GateResult]]:
+    revs = revisions(base, head)
+    params_diff = dvc_json("params", "diff", "--all", *revs)
+    metrics_diff = dvc_json("metrics", "diff", "--all", *revs)
+    gates = head_gates(params_diff)
+    params = changed_params(params_diff)  # a loosened gate shows here too
+    rows, unchanged = metric_rows(metrics_diff, gates)
+    images = {}
+    for stale in (out / "plots").glob("*.png"):  # a reused folder must not show another comparison's plots
+        stale.unlink()
+    for title, spec in changed_plots(dvc_json("plots", "diff", *revs)).items():
+        name = f"plots/{slug(title)}.png"
+        render_png(spec, out / name)
+        images[title] = name
+    results = [row.gate for row in rows if row.gate is not None]
+    return markdown(base, head, params, rows, unchanged, results, images), results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="main", help="commit, branch or experiment to compare against (main)")
+    parser.add_argument("--head", default=WORKSPACE, help="commit, branch, experiment or 'workspace' (workspace)")
+    parser.add_argument("--out", type=Path, default=Path("review"), help="folder for compare.md and plots/ (review)")
+    parser.add_argument("--fail-on-gate", action="store_true", help="exit with code 1 when a quality gate fails")
+    args = parser.parse_args(argv)
+    text, gates = compare(args.base, args.head, args.out)
+    with atomic_path(args.out / "compare.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    failed = [g for g in gates if not g.passed]
+    log.info("wrote %s (%d of %d gates passed)", args.out / "compare.md", len(gates) - len(failed), len(gates))
+    if failed and args.fail_on_gate:
+        for g in failed:
+            print(f"gate failed: {g.gate.metric} = {fmt(g.value)}, needs {g.rule}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    from stages.core import run
+    run(main)

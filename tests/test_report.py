@@ -1,0 +1,109 @@
+"""report: the run's one-page report and model card, from params and whatever reports the DAG wrote."""
+import json
+import shutil
+
+import pytest
+import yaml
+
+from stages import params as P
+from stages import report as R
+from tests.conftest import ROOT, run_stage, the_error
+
+BIAS = {  # the audit stage's reports/bias.json, fabricated with recognisable figures
+    "classifier": {
+        "positive_class": "positive", "sentences": 960, "templates": 12, "names": 80,
+        "by_gender": {"female": {"selection_rate": 0.6118, "selection_rate_ci_low": 0.571, "selection_rate_ci_high": 0.652,
+                                 "mean_probability": 0.58, "accuracy": 0.7, "count": 480},
+                      "male": {"selection_rate": 0.5875, "selection_rate_ci_low": 0.545, "selection_rate_ci_high": 0.629,
+                               "mean_probability": 0.56, "accuracy": 0.69, "count": 480}},
+        "by_race": {"white": {"selection_rate": 0.6, "selection_rate_ci_low": 0.55, "selection_rate_ci_high": 0.65,
+                              "mean_probability": 0.57, "accuracy": 0.7, "count": 480}},
+        "demographic_parity_difference": {"gender": {"value": 0.025, "ci_low": 0.0031, "ci_high": 0.0817}},
+        "demographic_parity_ratio": {"gender": {"value": 0.9592, "ci_low": 0.874, "ci_high": 0.995}},
+        "flip_rate": {"value": 0.0437, "ci_low": 0.031, "ci_high": 0.058}},
+    "stereotype": {"crows_pairs": {"overall": {"score": 0.5523, "ci_low": 0.521, "ci_high": 0.583, "pairs": 1508},
+                                   "by_category": {"race-color": {"score": 0.5814, "ci_low": 0.54, "ci_high": 0.62,
+                                                                  "pairs": 516}}}},
+    "corpus": {"per_million_words": {"female": 2190.5, "male": 6321.7}, "ratios": {"female_to_male": 0.3465}},
+    "gates": {"demographic_parity_difference_gender": {"value": 0.025, "limit": 0.1, "passed": True}},
+    "passed": True,
+}
+
+
+@pytest.fixture
+def run_dir(tiny_repo, tmp_path):
+    """The tiny run's params, dvc.yaml and reports (not its models: the report reads figures only)."""
+    for item in ("params.yaml", "dvc.yaml", "reports"):
+        (shutil.copytree if (tiny_repo / item).is_dir() else shutil.copy)(tiny_repo / item, tmp_path / item)
+    return tmp_path
+
+
+def test_report_and_card_come_out_of_the_dag(tiny_repo):
+    report = (tiny_repo / "reports/report.md").read_text()
+    for heading in ("## Data", "## Model and pretraining", "## Fine-tuning", "## Evaluation", "## Bias"):
+        assert heading in report
+    accuracy = json.loads((tiny_repo / "reports/eval.json").read_text())["classifier"]["accuracy"]
+    assert f"| accuracy | {R.fmt(accuracy)} |" in report
+    images = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert "figures/pretraining-loss.png" in images and "figures/confusion-matrix-test.png" in images
+    for image in images:
+        assert (tiny_repo / "reports" / image).read_bytes()[:4] == b"\x89PNG"
+    assert "## Intended use" in (tiny_repo / "reports/MODEL_CARD.md").read_text()
+
+
+def test_model_card_has_the_bias_figures_with_intervals_and_the_data_licences(run_dir):
+    (run_dir / "reports/bias.json").write_text(json.dumps(BIAS))
+    result = run_stage("report", run_dir)
+    assert result.returncode == 0, result.stderr
+    card = (run_dir / "reports/MODEL_CARD.md").read_text()
+    for figure in ("| female | 61.2% [57.1%, 65.2%] | 0.58 | 0.7 | 480 |",   # selection rate by group
+                   "| gender | 0.025 [0.0031, 0.0817] | 0.9592 [0.874, 0.995] |",  # parity difference and ratio
+                   "flip rate (the prediction changes when only the name changes): 4.4% [3.1%, 5.8%]",
+                   "| overall | 0.5523 [0.521, 0.583] | 1,508 |", "| race-color | 0.5814 [0.54, 0.62] | 516 |",
+                   "per million words: female 2190, male 6322; female to male ratio 0.3465"):
+        assert figure in card, figure
+    params = yaml.safe_load((run_dir / "params.yaml").read_text())
+    for source in (*params["collect"]["pretrain"], *params["collect"]["finetune"]):
+        licence = params["report"]["licences"][source["name"]]
+        assert f"| {source['name']} |" in card and f"| {licence} |" in card, source["name"]
+    assert "no bias audit" not in card
+
+
+def test_missing_reports_are_said_so_not_invented(run_dir):
+    (run_dir / "reports/eval.json").unlink()
+    assert run_stage("report", run_dir).returncode == 0
+    card = (run_dir / "reports/MODEL_CARD.md").read_text()
+    assert "No evaluation in this run (reports/eval.json is missing)." in card
+    assert "no bias audit was run: fairness across groups is unmeasured" in card
+
+
+def test_a_new_report_joins_under_its_heading():
+    params = P.Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    page = R.report_markdown(params, {"reports/compress.json": {"int8": {"size_mb": 2.5, "accuracy_drop": 0.004}}}, {})
+    assert "## Compression" in page and "| int8.size_mb | 2.5 |" in page and "| int8.accuracy_drop | 0.004 |" in page
+
+
+def test_rerun_is_byte_identical(run_dir):
+    assert run_stage("report", run_dir).returncode == 0
+    outputs = [run_dir / "reports/report.md", run_dir / "reports/MODEL_CARD.md",
+               *sorted((run_dir / "reports/figures").glob("*.png"))]
+    first = {p: p.read_bytes() for p in outputs}
+    assert run_stage("report", run_dir).returncode == 0
+    assert {p: p.read_bytes() for p in outputs} == first
+
+
+def test_bad_report_names_the_file(run_dir):
+    (run_dir / "reports/eval.json").write_text("{not json")
+    assert the_error(run_stage("report", run_dir)) == \
+        "error: reports/eval.json: not valid JSON (Expecting property name enclosed in double quotes at line 1)"
+
+
+def test_every_report_of_the_dag_is_a_dep_of_the_report_stage():
+    """So the report is rebuilt whenever a figure it shows changes (a new stage's report must be added)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    deps = dvc["stages"]["report"]["deps"]
+    written = [path for name, stage in dvc["stages"].items() if name != "report"
+               for kind in ("metrics", "plots", "outs") for path in R._names(stage.get(kind))
+               if path.startswith("reports/") and not path.startswith("reports/samples/")]
+    missing = [p for p in written if not any(p == d or p.startswith(d.rstrip("/") + "/") for d in deps)]
+    assert not missing, f"add to the report stage's deps in dvc.yaml: {missing}"
