@@ -34,7 +34,9 @@ GENERIC_HEADINGS = [("*compress*", "Compression"), ("*distill*", "Distillation")
 FIGURE_SECTIONS = [("reports/plots/lengths", "Data"), ("reports/live/pretrain", "Pretraining"),
                    ("reports/live/finetune", "Fine-tuning"), ("reports/plots/confusion", "Evaluation"),
                    ("reports/plots/calibration", "Evaluation"), ("reports/plots/bias", "Bias"),
-                   ("reports/plots/compress", "Compression"), ("reports/plots/bench", "Benchmark"), ("", "Figures")]
+                   ("reports/plots/compress", "Compression"), ("reports/plots/speedup", "Benchmark"),
+                   ("reports/plots/bench", "Benchmark"), ("", "Figures")]
+BAR_TEMPLATES = ("bar_horizontal", "bar_horizontal_sorted", "bar_interval")
 
 
 # ---------------------------------------------------------------- what dvc.yaml declares
@@ -158,10 +160,25 @@ def draw(plot: dict, path: Path, dpi: int) -> bool:
                 ax.text(j, i, str(count), ha="center", va="center")
         ax.set_xlabel(plot["x_label"] or plot["x"])
         ax.set_ylabel(plot["y_label"] or y_field)
+    elif plot["template"] in BAR_TEMPLATES:  # a value per category; bootstrap intervals when the rows have them
+        rows = next(iter(series.values()))
+        y_field = next(iter(plot["files"].values()))
+        values = [float(r[plot["x"]]) for r in rows]
+        errors = None
+        if rows and all("ci_low" in r and "ci_high" in r for r in rows):
+            errors = [[v - float(r["ci_low"]) for v, r in zip(values, rows)],
+                      [float(r["ci_high"]) - v for v, r in zip(values, rows)]]
+        ax.barh(range(len(rows)), values, xerr=errors, capsize=2, color="tab:blue")
+        ax.set_yticks(range(len(rows)), [str(r[y_field]) for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel(plot["x_label"] or plot["x"])
+        ax.set_ylabel(plot["y_label"] or y_field)
+        ax.grid(alpha=0.3, axis="x")
     else:
-        for file, rows in series.items():
-            y = plot["files"][file]
-            points = [(float(r[plot["x"]]), float(r[y])) for r in rows if r.get(y) not in (None, "")]
+        lines = [(file, y) for file, fields in plot["files"].items() if file in series
+                 for y in (fields if isinstance(fields, list) else [fields])]
+        for file, y in lines:
+            points = [(float(r[plot["x"]]), float(r[y])) for r in series[file] if r.get(y) not in (None, "")]
             label = f"{Path(file).parent.name}/{y}" if len(series) > 1 else y
             if points:
                 ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
@@ -169,7 +186,7 @@ def draw(plot: dict, path: Path, dpi: int) -> bool:
             ax.set_xscale("log")
         ax.set_xlabel(plot["x_label"] or "")
         ax.set_ylabel(plot["y_label"] or "")
-        if len(series) > 1:
+        if len(lines) > 1:
             ax.legend()
         ax.grid(alpha=0.3)
     ax.set_title(plot["title"])
