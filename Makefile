@@ -15,7 +15,6 @@ HEAD   ?= workspace
 REVIEW ?= review
 COMPARE_FLAGS ?=
 # `dvc exp show` without the columns that make it unreadable: dependency hashes (paths), timings, checksums.
-EXPS_DROP ?= Created|gates|[^:]*/[^:]*|.*(seconds|per_second|tflops|mfu|sha256|resumed).*
 
 setup: $(VENV)/.installed
 
@@ -44,8 +43,8 @@ bench: setup           ## throughput benchmarks -> reports/bench/ (serve_load ne
 compare:               ## Markdown review of BASE vs HEAD: changed params, metric deltas, gates, changed plots
 	python -m stages.compare --base $(BASE) --head $(HEAD) --out $(REVIEW) $(COMPARE_FLAGS)
 
-exps:                  ## a readable `dvc exp show`: only the params and metrics that differ
-	@dvc exp show --no-pager --md --only-changed --precision 4 --drop '$(EXPS_DROP)'
+exps:                  ## a readable `dvc exp show`: the params that differ and the metrics the gates name
+	@python -m stages.compare --experiments
 
 review:                ## what CI runs on a pull request: fetch cached results, reproduce, compare, gate
 	if dvc remote list | grep -q .; then dvc pull --allow-missing; fi

@@ -242,13 +242,62 @@ def compare(base: str, head: str, out: Path) -> tuple[str, list[GateResult]]:
     return markdown(base, head, params, rows, unchanged, results, images), results
 
 
+# ---------------------------------------------------------------- a readable `dvc exp show`
+
+PROSE_PARAMS = ("gates", "report")  # lists and text: the gates' metrics are columns already, the card's prose is not
+
+
+def _leaves(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        return {k: v for key, value in data.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): json.dumps(data, sort_keys=True)}
+
+
+def experiment_columns(show: list, gates: list[P.Gate]) -> list[str]:
+    """The columns worth reading in `dvc exp show`: every param that differs between two of its rows (the
+    baseline, the workspace and each experiment) and the metrics the quality gates name."""
+    rows = []
+    for entry in show:
+        rows.append(entry.get("data") or {})
+        rows += [rev.get("data") or {} for exp in entry.get("experiments") or [] for rev in exp.get("revs") or []]
+    seen: dict[str, set] = {}
+    for data in rows:
+        for content in (data.get("params") or {}).values():
+            for key, value in _leaves((content or {}).get("data") or {}).items():
+                seen.setdefault(key, set()).add(value)
+    counts = {key: sum(key in _leaves(((d.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+                       for d in rows) for key in seen}
+    changed = [k for k, values in seen.items() if (len(values) > 1 or counts[k] < len(rows))
+               and k.split(".")[0] not in PROSE_PARAMS]
+    return sorted(changed) + [g.metric.split(":", 1)[1] for g in gates]
+
+
+def experiments_table(precision: int = 4) -> str:
+    """`dvc exp show --md` cut to the changed params and the gated metrics (hash and timing columns dropped)."""
+    import re
+    columns = experiment_columns(dvc_json("exp", "show"), P.load().gates)
+    keep = "^(Experiment|" + "|".join(f"(?:[^:]*:)?{re.escape(c)}" for c in columns) + ")$"
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--no-pager", "--md", "--precision", str(precision),
+               "--drop", ".*", "--keep", keep]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise StageError(f"dvc exp show: {lines[-1] if lines else f'exit code {result.returncode}'}")
+    return result.stdout
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="main", help="commit, branch or experiment to compare against (main)")
     parser.add_argument("--head", default=WORKSPACE, help="commit, branch, experiment or 'workspace' (workspace)")
     parser.add_argument("--out", type=Path, default=Path("review"), help="folder for compare.md and plots/ (review)")
     parser.add_argument("--fail-on-gate", action="store_true", help="exit with code 1 when a quality gate fails")
+    parser.add_argument("--experiments", action="store_true",
+                        help="instead: `dvc exp show` cut to the changed params and the gated metrics")
     args = parser.parse_args(argv)
+    if args.experiments:
+        print(experiments_table(), end="")
+        return
     text, gates = compare(args.base, args.head, args.out)
     with atomic_path(args.out / "compare.md") as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -74,6 +74,15 @@ def tiny_tokens(tmp_path_factory) -> Path:
     return directory
 
 
+def run_in_copy(source: Path, directory: Path, stage: str) -> Path:
+    """Copy a scratch project to `directory` and run one stage there, which must succeed."""
+    import shutil
+    shutil.copytree(source, directory)
+    result = run_stage(stage, directory)
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tiny_tokens, tmp_path_factory) -> Path:
     """A scratch project on the tiny config with pretrain and finetune run too: models/pretrained (causal LM),

@@ -7,17 +7,14 @@ import numpy as np
 import pytest
 
 from stages.benchmark import add_speedups, latency_summary
-from tests.conftest import run_stage, the_error, tiny_params, write_params
+from tests.conftest import run_in_copy, run_stage, the_error, tiny_params, write_params
 
 VARIANTS = {"pytorch", "onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"}
 
 
 @pytest.fixture(scope="module")
 def bench(tiny_compressed, tmp_path_factory):
-    project = tmp_path_factory.mktemp("bench") / "project"
-    shutil.copytree(tiny_compressed, project)
-    result = run_stage("benchmark", project)
-    assert result.returncode == 0, result.stderr
+    project = run_in_copy(tiny_compressed, tmp_path_factory.mktemp("bench") / "project", "benchmark")
     return project, json.loads((project / "reports/bench.json").read_text())
 
 

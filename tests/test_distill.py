@@ -1,19 +1,15 @@
 """distill on the tiny models: the student is smaller, its quality is reported against the teacher's; the
 loss mixes soft targets and labels as documented."""
 import json
-import shutil
 
 import pytest
 
-from tests.conftest import run_stage, the_error, tiny_params, write_params
+from tests.conftest import run_in_copy, run_stage, the_error, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
 def distilled(tiny_models, tmp_path_factory):
-    project = tmp_path_factory.mktemp("distill") / "project"
-    shutil.copytree(tiny_models, project)
-    result = run_stage("distill", project)
-    assert result.returncode == 0, result.stderr
+    project = run_in_copy(tiny_models, tmp_path_factory.mktemp("distill") / "project", "distill")
     return project, json.loads((project / "reports/distill.json").read_text())
 
 

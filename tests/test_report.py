@@ -48,7 +48,12 @@ def test_report_and_card_come_out_of_the_dag(tiny_repo):
     assert "figures/pretraining-loss.png" in images and "figures/confusion-matrix-test.png" in images
     for image in images:
         assert (tiny_repo / "reports" / image).read_bytes()[:4] == b"\x89PNG"
-    assert "## Intended use" in (tiny_repo / "reports/MODEL_CARD.md").read_text()
+    assert "figures/positive-rate-by-group-counterfactual-names-with-95-intervals.png" in images
+    card = (tiny_repo / "reports/MODEL_CARD.md").read_text()
+    assert "## Intended use" in card
+    # the card carries this run's own audit: parity difference with its interval
+    gender = json.loads((tiny_repo / "reports/bias.json").read_text())["classifier"]["demographic_parity_difference"]["gender"]
+    assert f"| gender | {R.fmt(gender['value'])} [{R.fmt(gender['ci_low'])}, {R.fmt(gender['ci_high'])}] |" in card
 
 
 def test_model_card_has_the_bias_figures_with_intervals_and_the_data_licences(run_dir):
@@ -71,6 +76,7 @@ def test_model_card_has_the_bias_figures_with_intervals_and_the_data_licences(ru
 
 def test_missing_reports_are_said_so_not_invented(run_dir):
     (run_dir / "reports/eval.json").unlink()
+    (run_dir / "reports/bias.json").unlink()
     assert run_stage("report", run_dir).returncode == 0
     card = (run_dir / "reports/MODEL_CARD.md").read_text()
     assert "No evaluation in this run (reports/eval.json is missing)." in card
