@@ -253,23 +253,38 @@ def _leaves(data, prefix: str = "") -> dict:
     return {prefix.rstrip("."): json.dumps(data, sort_keys=True)}
 
 
-def experiment_columns(show: list, gates: list[P.Gate]) -> list[str]:
+def _differing(rows: list[dict], kind: str, only: set[str] | None = None) -> list[str]:
+    """Leaf names of `kind` (params | metrics) whose value differs between two rows or is missing from one."""
+    values: dict[str, list] = {}
+    for data in rows:
+        for file, content in (data.get(kind) or {}).items():
+            for key, value in _leaves((content or {}).get("data") or {}).items():
+                name = key if kind == "params" else f"{file}:{key}"
+                if only is None or name in only:
+                    values.setdefault(name, []).append(value)
+    return [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(rows)]
+
+
+def experiment_columns(show: list, gates: list[P.Gate], width: int = 200) -> list[str]:
     """The columns worth reading in `dvc exp show`: every param that differs between two of its rows (the
-    baseline, the workspace and each experiment) and the metrics the quality gates name."""
+    baseline, the workspace and each experiment), then the gated metrics that differ, in the gates' order,
+    as many as fit in `width` characters."""
     rows = []
     for entry in show:
         rows.append(entry.get("data") or {})
         rows += [rev.get("data") or {} for exp in entry.get("experiments") or [] for rev in exp.get("revs") or []]
-    seen: dict[str, set] = {}
-    for data in rows:
-        for content in (data.get("params") or {}).values():
-            for key, value in _leaves((content or {}).get("data") or {}).items():
-                seen.setdefault(key, set()).add(value)
-    counts = {key: sum(key in _leaves(((d.get("params") or {}).get("params.yaml") or {}).get("data") or {})
-                       for d in rows) for key in seen}
-    changed = [k for k, values in seen.items() if (len(values) > 1 or counts[k] < len(rows))
-               and k.split(".")[0] not in PROSE_PARAMS]
-    return sorted(changed) + [g.metric.split(":", 1)[1] for g in gates]
+    params = sorted(k for k in _differing(rows, "params") if k.split(".")[0] not in PROSE_PARAMS)
+    gated = [g.metric for g in gates]
+    moved = set(_differing(rows, "metrics", set(gated)))
+    metrics = [m.split(":", 1)[1] for m in gated if m in moved]
+    columns, used = [], 30  # the Experiment column ("├── 1b8de95 [higher-lr]")
+    for name in params + metrics:
+        cell = max(len(name), 12) + 3  # "| name " padded as dvc's Markdown does
+        if used + cell > width and name not in params:
+            break
+        columns.append(name)
+        used += cell
+    return columns
 
 
 def experiments_table(precision: int = 4) -> str:

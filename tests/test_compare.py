@@ -8,7 +8,7 @@ import pytest
 from stages import compare as C
 from stages import params as P
 from stages.report import flatten
-from tests.conftest import copy_repo, dvc, git, run_stage, stage_env, the_error, tiny_params, write_params
+from tests.conftest import copy_repo, default_params, dvc, git, run_stage, stage_env, the_error, tiny_params, write_params
 
 # One changes the model (finetune, evaluate and report re-run), one only how it is measured (evaluate, report).
 EXPERIMENTS = {"higher-lr": "finetune.learning_rate=1.0e-3", "coarse-bins": "evaluate.calibration_bins=4"}
@@ -121,6 +121,20 @@ def test_exp_show_of_two_experiments_fits_200_columns(repo):
     assert all(name in result.stdout for name in EXPERIMENTS), result.stdout
     assert "calibration_bins" in lines[0] and "finetune.learning_rate" in lines[0], lines[0]
     assert max(len(line) for line in lines) <= 200, "\n".join(lines)
+    # with the project's own gates (seven metrics), the moved ones join only as far as the width allows
+    params_file = repo / "params.yaml"
+    saved = params_file.read_text()
+    try:
+        params = tiny_params()
+        params["gates"] = default_params()["gates"]
+        write_params(repo, params)
+        wide = make(repo, "exps")
+        assert wide.returncode == 0, wide.stderr
+        lines = wide.stdout.splitlines()
+        assert "finetune.learning_rate" in lines[0] and "classifier." in lines[0], lines[0]
+        assert max(len(line) for line in lines) <= 200, "\n".join(lines)
+    finally:
+        params_file.write_text(saved)
 
 
 def test_unknown_revision_is_one_line(tiny_repo, tmp_path):
