@@ -26,7 +26,7 @@ from stages.core import DataError, StageError, read_jsonl, seed_everything, writ
 from stages.demographics import fill, load_names, load_templates, load_terms, read_csv_rows, resolve
 
 log = logging.getLogger("llm-lifecycle.audit")
-FINETUNED, PRETRAINED, CORPUS = Path("models/finetuned"), Path("models/pretrained"), Path("data/prepared/pretrain")
+CORPUS = Path("data/prepared/pretrain")
 REPORT, PLOT = Path("reports/bias.json"), Path("reports/plots/bias_by_group.json")
 ATTRIBUTES = {"gender": ["gender"], "race": ["race"], "gender_race": ["gender", "race"]}
 
@@ -260,12 +260,6 @@ def evaluate_gates(report: dict, gates: P.AuditGates) -> dict:
     return out
 
 
-def rounded(value, digits: int = 5):
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    return round(value, digits) if isinstance(value, float) else value
-
-
 def plot_rows(classifier: dict) -> list[dict]:
     return [{"group": group, "attribute": attribute, "selection_rate": round(g["selection_rate"], 5),
              "ci_low": round(g["selection_rate_ci_low"], 5), "ci_high": round(g["selection_rate_ci_high"], 5)}
@@ -274,25 +268,10 @@ def plot_rows(classifier: dict) -> list[dict]:
 
 # ---------------------------------------------------------------- main
 
-def load_classifier_model():
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    if not FINETUNED.exists():
-        raise StageError(f"{FINETUNED}: not found (run the finetune stage first)")
-    tokenizer = AutoTokenizer.from_pretrained(FINETUNED)
-    tokenizer.model_input_names = ["input_ids", "attention_mask"]
-    return AutoModelForSequenceClassification.from_pretrained(FINETUNED).eval(), tokenizer
-
-
-def load_language_model():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    if not PRETRAINED.exists():
-        raise StageError(f"{PRETRAINED}: not found (run the pretrain stage first)")
-    return AutoModelForCausalLM.from_pretrained(PRETRAINED).eval(), AutoTokenizer.from_pretrained(PRETRAINED)
-
-
 def main() -> None:
-    from stages.evaluate import predict_probabilities
+    from stages.evaluate import predict_probabilities, rounded
     from stages.modeling import context_length
+    from stages.variants import PYTORCH, load_classifier, load_lm
 
     params = P.load()
     a, f = params.audit, params.finetune
@@ -314,14 +293,14 @@ def main() -> None:
     report = {}
     if a.classifier.enabled:
         frame = counterfactual_sentences(templates, names)
-        model, tokenizer = load_classifier_model()
+        model, tokenizer = load_classifier(PYTORCH)
         log.info("scoring %d counterfactual sentences (%d templates x %d names)", len(frame), len(templates), len(names))
         probabilities = predict_probabilities(model, tokenizer, frame["sentence"].tolist(), a.classifier.batch_size,
                                               f.max_length)
         report["classifier"] = classifier_audit(frame, probabilities, f.classes, a.classifier.positive_class,
                                                 a.bootstrap, params.seed)
     if pair_sets:
-        model, tokenizer = load_language_model()
+        model, tokenizer = load_lm(PYTORCH)
         report["stereotype"] = {}
         for name, pairs in pair_sets.items():
             both = sentence_log_likelihoods(model, tokenizer, pairs["more"].tolist() + pairs["less"].tolist(),
