@@ -1,10 +1,11 @@
 """benchmark: every model variant timed in one process, so the ratios between them are fair.
 
-models/{finetuned,pretrained,compressed} + reports/compress.json -> reports/bench.json (classifier latency
-p50/p95/p99 and sequences/s per variant x batch size x sequence length, peak memory; LM generation tokens/s for
-greedy, sampling and beam search, with and without the KV cache; the "small" ~20M-parameter config's int8 / ORT
-fp32 ratio) and reports/plots/speedup.json (speed-up against size and quality). Timings vary run to run; every
-input (texts, prompts, random weights, sampling seeds) is fixed.
+models/{finetuned,pretrained,distilled,compressed} + reports/compress.json -> reports/bench.json (classifier
+latency p50/p95/p99 and sequences/s per variant x batch size x sequence length; LM generation tokens/s per prompt
+length for greedy, sampling and beam search with the KV cache, and greedy without it; each variant's peak memory
+in a process of its own; the "small" ~20M-parameter config's int8 / ORT fp32 ratio) and
+reports/plots/speedup.json (speed-up against size and quality). Timings vary run to run; every input (texts,
+prompts, random weights, sampling seeds) is fixed.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import json
 import logging
 import math
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,31 +30,43 @@ TEXTS, PROMPTS = Path("data/prepared/finetune/test.jsonl"), Path("data/prepared/
 
 # ---------------------------------------------------------------- measuring
 
-class PeakMemory:
-    """Peak resident memory of this process while the block runs (sampled), and its rise over the start."""
+def memory_status() -> dict:
+    """This process's resident memory now (VmRSS) and its high-water mark (VmHWM), in MiB (Linux /proc)."""
+    status = Path("/proc/self/status").read_text()
+    return {key: int(status.split(f"{key}:")[1].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
 
-    def __init__(self, interval_s: float = 0.005):
-        import psutil
-        self.process, self.interval_s = psutil.Process(), interval_s
 
-    def __enter__(self):
-        self.start = self.peak = self.process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
+def variant_peak_memory(kind: str, variant: str, root: Path, threads: int | None, inputs: dict) -> dict:
+    """Peak resident memory of one variant, measured in the fresh process this runs in: the high-water mark is
+    reset after the imports every variant pays (the baseline), then read after loading the variant and running its
+    largest workload once. `model_peak_mb` is the rise over the baseline."""
+    import optimum.onnxruntime  # noqa: F401  (imported by every variant's process alike)
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    baseline = memory_status()["VmRSS"]
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # high-water mark := now (Linux >= 4.0)
+    except OSError as err:
+        raise StageError(f"/proc/self/clear_refs: cannot reset the peak memory mark ({err.strerror})") from None
+    model, tokenizer = load(kind, variant, root, threads)
+    with torch.no_grad():
+        if kind == "classifier":
+            model(**fixed_batch(tokenizer, inputs["texts"], inputs["batch_size"], inputs["length"]))
+        else:
+            prompt = dict(tokenizer([inputs["prompt"]], truncation=True, max_length=inputs["length"], return_tensors="pt"))
+            model.generate(**prompt, max_new_tokens=inputs["new_tokens"], min_new_tokens=inputs["new_tokens"],
+                           do_sample=False, pad_token_id=model.config.pad_token_id)
+    peak = memory_status()["VmHWM"]
+    return {"peak_rss_mb": round(peak, 1), "model_peak_mb": round(peak - baseline, 1)}
 
-    def _sample(self):
-        while not self._stop.wait(self.interval_s):
-            self.peak = max(self.peak, self.process.memory_info().rss)
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def report(self) -> dict:
-        return {"peak_rss_mb": round(self.peak / 2**20, 1), "rss_increase_mb": round((self.peak - self.start) / 2**20, 1)}
+def peak_memory(kind: str, variant: str, root: Path, threads: int | None, inputs: dict) -> dict:
+    """`variant_peak_memory` in a new process (spawned, so no other variant's memory is counted)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(variant_peak_memory, kind, variant, root, threads, inputs).result()
 
 
 def time_calls(call, warmup: int, repetitions: int) -> np.ndarray:
@@ -127,9 +139,10 @@ def decoding_kwargs(mode: str, g: P.GenerationBench) -> dict:
 
 
 def tokens_per_second(model, prompt: dict, new_tokens: int, kwargs: dict, warmup: int, repetitions: int,
-                      seed: int) -> float:
-    """Generated tokens per second, forcing exactly `new_tokens` (no early end of sequence)."""
+                      seed: int) -> tuple[float, list[int]]:
+    """Generated tokens per second, forcing exactly `new_tokens` (no early end of sequence), and the tokens."""
     import torch
+    generated = []
 
     def call():
         torch.manual_seed(seed)  # sampling draws the same tokens on every repetition
@@ -137,24 +150,39 @@ def tokens_per_second(model, prompt: dict, new_tokens: int, kwargs: dict, warmup
             output = model.generate(**prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                     pad_token_id=model.config.pad_token_id, **kwargs)
         assert output.shape[-1] - prompt["input_ids"].shape[-1] == new_tokens
+        generated[:] = output[0, prompt["input_ids"].shape[-1]:].tolist()
     times = time_calls(call, warmup, repetitions)
-    return round(new_tokens * 1000 / float(np.median(times)), 2)
+    return round(new_tokens * 1000 / float(np.median(times)), 2), generated
 
 
-def generation_speeds(model, tokenizer, prompt_text: str, g: P.GenerationBench, b: P.BenchmarkParams, seed: int,
-                      uncached: bool) -> dict:
-    prompt = dict(tokenizer([prompt_text], truncation=True, max_length=g.prompt_tokens, return_tensors="pt"))
+def generation_speeds(model, tokenizer, prompt_text: str, g: P.GenerationBench, b: P.BenchmarkParams,
+                      seed: int) -> dict:
+    """Per prompt length: tokens/s of each decoding with the KV cache, and of greedy decoding without it (every
+    step recomputes the whole text; an exported LM is fed an empty past), their ratio, and whether both greedy
+    runs chose the same tokens."""
+    from stages.modeling import context_length
+    context = context_length(model)
+    if max(g.prompt_tokens) + g.new_tokens > context:
+        raise StageError(f"params.yaml: benchmark.generation: prompt_tokens {max(g.prompt_tokens)} + new_tokens "
+                         f"{g.new_tokens} do not fit the language model's context of {context} tokens")
     out = {}
-    for mode in g.decoding:
-        out[f"{mode}_tokens_per_s"] = tokens_per_second(model, prompt, g.new_tokens, decoding_kwargs(mode, g) | {"use_cache": True},
-                                                        min(b.warmup, 1), g.repetitions, seed)
-    if uncached:  # the exported LMs are built around the cache; PyTorch shows what the cache buys
-        out["greedy_no_cache_tokens_per_s"] = tokens_per_second(model, prompt, g.new_tokens,
-                                                                decoding_kwargs("greedy", g) | {"use_cache": False},
-                                                                min(b.warmup, 1), g.repetitions, seed)
-        out["kv_cache_speedup"] = round(out["greedy_tokens_per_s"] / out["greedy_no_cache_tokens_per_s"], 4) \
-            if "greedy_tokens_per_s" in out else None
-    return {k: v for k, v in out.items() if v is not None}
+    for length in g.prompt_tokens:
+        prompt = dict(tokenizer([prompt_text], truncation=True, max_length=length, return_tensors="pt"))
+        if prompt["input_ids"].shape[-1] < length:
+            raise StageError(f"{PROMPTS}: the first document has {prompt['input_ids'].shape[-1]} tokens, fewer than "
+                             f"benchmark.generation.prompt_tokens {length}")
+        speeds, tokens = {}, {}
+        for mode in dict.fromkeys(["greedy", *g.decoding]):  # greedy always: the cache's reference
+            speeds[f"{mode}_tokens_per_s"], tokens[mode] = tokens_per_second(
+                model, prompt, g.new_tokens, decoding_kwargs(mode, g) | {"use_cache": True}, min(b.warmup, 1),
+                g.repetitions, seed)
+        speeds["greedy_no_cache_tokens_per_s"], uncached = tokens_per_second(
+            model, prompt, g.new_tokens, decoding_kwargs("greedy", g) | {"use_cache": False}, min(b.warmup, 1),
+            g.repetitions, seed)
+        speeds["kv_cache_speedup"] = round(speeds["greedy_tokens_per_s"] / speeds["greedy_no_cache_tokens_per_s"], 4)
+        speeds["no_cache_same_tokens"] = uncached == tokens["greedy"]
+        out[f"prompt_{length}"] = speeds
+    return out
 
 
 # ---------------------------------------------------------------- the "small" config (~20M parameters)
@@ -240,23 +268,24 @@ def main() -> None:
 
     report: dict = {"threads": torch.get_num_threads(), "classifier": {}, "generation": {}}
     for variant in tqdm(classifier_variants, desc="classifier variants"):
-        with PeakMemory() as memory:
-            model, tokenizer = load("classifier", variant, MODELS, b.threads)
-            latency = classifier_latencies(model, tokenizer, texts, b)
-        report["classifier"][variant] = {"latency": latency} | memory.report()
+        model, tokenizer = load("classifier", variant, MODELS, b.threads)
+        report["classifier"][variant] = {"latency": classifier_latencies(model, tokenizer, texts, b)}
         del model
     add_speedups(report["classifier"])
     for variant in tqdm(lm_variants, desc="LM variants"):
-        with PeakMemory() as memory:
-            model, tokenizer = load("lm", variant, MODELS, b.threads)
-            speeds = generation_speeds(model, tokenizer, prompt_text, b.generation, b, params.seed,
-                                       uncached=variant == PYTORCH)
-        report["generation"][variant] = speeds | memory.report()
+        model, tokenizer = load("lm", variant, MODELS, b.threads)
+        report["generation"][variant] = generation_speeds(model, tokenizer, prompt_text, b.generation, b, params.seed)
         del model
-    reference = report["generation"].get(PYTORCH, {}).get("greedy_tokens_per_s")
-    for variant, speeds in report["generation"].items():
-        if reference and "greedy_tokens_per_s" in speeds:
+    for variant, by_prompt in report["generation"].items():
+        for length, speeds in by_prompt.items():
+            reference = report["generation"][PYTORCH][length]["greedy_tokens_per_s"]
             speeds["greedy_speedup_vs_pytorch"] = round(speeds["greedy_tokens_per_s"] / reference, 4)
+    # Memory after timing, each variant in a process of its own (the timings above all share one process).
+    inputs = {"classifier": {"texts": texts, "batch_size": max(b.batch_sizes), "length": max(b.sequence_lengths)},
+              "lm": {"prompt": prompt_text, "length": max(b.generation.prompt_tokens), "new_tokens": b.generation.new_tokens}}
+    for kind, section in (("classifier", "classifier"), ("lm", "generation")):
+        for variant in tqdm(report[section], desc=f"{kind} peak memory"):
+            report[section][variant] |= peak_memory(kind, variant, MODELS, b.threads, inputs[kind])
     if b.small.enabled:
         report["small"] = small_config_ratios(b.small, b, texts, params.seed)
 

@@ -1,8 +1,9 @@
 """compress: ONNX export (classifier; causal LM with past key values), ORT graph optimisation, dynamic and static
 int8 quantization, magnitude pruning; the size and quality change of every variant against fp32 PyTorch.
 
-models/finetuned + models/pretrained + data/prepared -> models/compressed/{classifier,lm}/<variant>/model.onnx
-(each with config.json and a tokenizer that emits no token_type_ids), reports/compress.json.
+models/finetuned + models/pretrained + models/distilled + data/prepared ->
+models/compressed/{classifier,lm}/<variant>/model.onnx (each with config.json and a tokenizer that emits no
+token_type_ids; the distilled student's ONNX variants are classifier/distilled_<variant>), reports/compress.json.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import numpy as np
 
 from stages import params as P
 from stages.core import StageError, atomic_path, choose_precision, device_type, read_jsonl, seed_everything, write_json
-from stages.evaluate import classification_metrics, language_model_metrics, predict_logits, softmax
+from stages.evaluate import classification_metrics, language_model_metrics, predict_logits, rounded, softmax
 from stages.modeling import context_length
-from stages.variants import ONNX_FILE, PYTORCH, load_classifier, load_lm, load_tokenizer
+from stages.variants import DISTILLED, ONNX_FILE, PYTORCH, is_pytorch, load_classifier, load_lm, load_tokenizer
 
 log = logging.getLogger("llm-lifecycle.compress")
 MODELS, OUT = Path("models"), Path("models/compressed")
@@ -28,6 +29,7 @@ DATA = Path("data/prepared")
 # ONNX export task of each model kind: the LM keeps its past key values so generation can use the KV cache.
 TASKS = {"classifier": "text-classification", "lm": "text-generation-with-past"}
 SOURCES = {"classifier": MODELS / "finetuned", "lm": MODELS / "pretrained"}
+STUDENT = MODELS / DISTILLED
 
 
 # ---------------------------------------------------------------- quantization target
@@ -218,7 +220,7 @@ def prune_and_export(kind: str, destination: Path, params: P.Params) -> dict:
 # ---------------------------------------------------------------- quality against fp32 PyTorch
 
 def size_bytes(directory: Path, variant: str) -> int:
-    pattern = "*.safetensors" if variant == PYTORCH else "*.onnx*"  # .onnx and any external .onnx_data
+    pattern = "*.safetensors" if is_pytorch(variant) else "*.onnx*"  # .onnx and any external .onnx_data
     return sum(p.stat().st_size for p in directory.glob(pattern))
 
 
@@ -300,27 +302,36 @@ def _directory(kind: str, variant: str) -> Path:
 
 # ---------------------------------------------------------------- the stage
 
-def build_variants(kind: str, params: P.Params, isa: str, work: Path) -> dict:
-    """Write every requested variant of one model kind under `work`; returns facts to report (numbers)."""
+def build_variants(kind: str, params: P.Params, isa: str, work: Path, source: Path | None = None,
+                   variants: list[str] | None = None, prefix: str = "") -> dict:
+    """Write `variants` (default: compress.variants) of `source` (default: the kind's original) under
+    `work`/<prefix><variant>; returns facts to report (numbers)."""
     c = params.compress
+    source, variants = source or SOURCES[kind], c.variants if variants is None else variants
     facts = {}
-    fp32 = work / "onnx_fp32"
-    export_onnx(SOURCES[kind], fp32, kind)
-    if "onnx_optimized" in c.variants:
-        optimize(fp32, work / "onnx_optimized", c.optimization_level)
-    if "int8_dynamic" in c.variants:
-        quantize_dynamic(fp32, work / "int8_dynamic", isa, c.quantization.per_channel)
-    if "int8_static" in c.variants:
-        tokenizer = load_tokenizer(SOURCES[kind])
+    fp32 = work / f"{prefix}onnx_fp32"
+    export_onnx(source, fp32, kind)
+    if "onnx_optimized" in variants:
+        optimize(fp32, work / f"{prefix}onnx_optimized", c.optimization_level)
+    if "int8_dynamic" in variants:
+        quantize_dynamic(fp32, work / f"{prefix}int8_dynamic", isa, c.quantization.per_channel)
+    if "int8_static" in variants:
+        tokenizer = load_tokenizer(source)
         texts = ([d["text"] for d in read_jsonl(DATA / "finetune/validation.jsonl")] if kind == "classifier"
                  else read_pretrain_texts("validation"))[:c.quantization.calibration_examples]
-        facts["calibration_examples_used"] = quantize_static(fp32, work / "int8_static", isa, c.quantization.per_channel,
-                                                             tokenizer, texts, c.quantization.calibration_length)
-    if "pruned" in c.variants:
+        facts["calibration_examples_used"] = quantize_static(fp32, work / f"{prefix}int8_static", isa,
+                                                             c.quantization.per_channel, tokenizer, texts,
+                                                             c.quantization.calibration_length)
+    if "pruned" in variants:
         facts |= prune_and_export(kind, work / "pruned", params)
-    if "onnx_fp32" not in c.variants:
+    if "onnx_fp32" not in variants:
         shutil.rmtree(fp32)
     return facts
+
+
+def distilled_variants(params: P.Params) -> list[str]:
+    """Names of the student's ONNX variants (classifier variants), in compress.distilled's order."""
+    return [f"{DISTILLED}_{v}" for v in params.compress.distilled]
 
 
 def main() -> None:
@@ -332,6 +343,9 @@ def main() -> None:
     if params.finetune.task != "classification":
         raise StageError(f"params.yaml: finetune.task = {params.finetune.task!r}: compress needs the classifier "
                          "('classification')")
+    if c.distilled and not (STUDENT / "config.json").is_file():
+        raise StageError(f"params.yaml: compress.distilled = {list(c.distilled)}: no student at {STUDENT} "
+                         "(run the distill stage first, or set compress.distilled: [])")
     seed_everything(params.seed)
     isa = detect_isa() if c.quantization.isa == "auto" else c.quantization.isa
     log.info("int8 kernels for %s", isa)
@@ -339,15 +353,13 @@ def main() -> None:
     with atomic_path(OUT, directory=True) as tmp:
         for kind in SOURCES:
             report["facts"][kind] = build_variants(kind, params, isa, tmp / kind)
-    for kind in SOURCES:
-        report[kind] = evaluate_kind(kind, list(c.variants), params)
-    write_json("reports/compress.json", rounded(report))
-
-
-def rounded(value, digits: int = 6):
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    return round(value, digits) if isinstance(value, float) else value
+        if c.distilled:
+            report["facts"][DISTILLED] = build_variants("classifier", params, isa, tmp / "classifier", STUDENT,
+                                                        list(c.distilled), prefix=f"{DISTILLED}_")
+    student = [DISTILLED, *distilled_variants(params)] if c.distilled else []
+    report["classifier"] = evaluate_kind("classifier", [*c.variants, *student], params)
+    report["lm"] = evaluate_kind("lm", list(c.variants), params)
+    write_json("reports/compress.json", rounded(report, 6))
 
 
 if __name__ == "__main__":

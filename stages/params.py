@@ -435,6 +435,7 @@ class ServeParams(Section):
     variant: VariantName = Field("int8_dynamic", description="served when `ab` is null")
     ab: Optional[AbTest] = Field(None, description="serve two variants, routing requests by `split`")
     max_batch_size: between(1, 1024, int) = Field(16, description="1 turns dynamic batching off")
+    threads: Optional[at_least(1)] = Field(1, description="ONNX Runtime intra-op threads of the model; null: every core")
     max_wait_ms: between(0, 10_000) = Field(10.0, description="how long the first request of a batch waits for others")
     cache_size: at_least(0) = Field(1024, description="LRU entries for deterministic requests; 0: off")
     max_prompt_tokens: at_least(1) = 96
@@ -495,6 +496,9 @@ class CompressEvaluation(Section):
 class CompressParams(Section):
     variants: Annotated[list[COMPRESS_VARIANTS], unique()] = Field(
         default_factory=lambda: ["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"], min_length=1)
+    distilled: Annotated[list[Literal["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static"]], unique()] = Field(
+        default_factory=lambda: ["onnx_fp32", "int8_dynamic"],
+        description="ONNX variants of the distill stage's student (classifier variants distilled_<name>); []: none")
     optimization_level: Literal[1, 2, 99] = Field(2, description="ORT graph optimisation: 1 basic, 2 extended (fusions), 99 all")
     quantization: Quantization = Quantization()
     pruning: Pruning = Pruning()
@@ -527,7 +531,8 @@ class DistillParams(Section):
 
 class GenerationBench(Section):
     variants: Optional[list[str]] = Field(["pytorch", "onnx_fp32", "int8_dynamic"], description="LM variants timed; null: every one on disk")
-    prompt_tokens: at_least(1) = 16
+    prompt_tokens: Annotated[list[at_least(1)], unique()] = Field(
+        default_factory=lambda: [16, 64], min_length=1, description="prompt lengths timed (the KV cache saves more on longer ones)")
     new_tokens: at_least(1) = Field(64, description="tokens generated per call (forced: no early end of sequence)")
     repetitions: at_least(1) = 3
     decoding: Annotated[list[Literal["greedy", "sampling", "beam"]], unique()] = Field(
@@ -616,6 +621,10 @@ class Params(Section):
                              f"(tokenize.block_size = {block}); raise tokenize.block_size or lower the context")
         if self.model.base is None and block % context:
             raise ValueError(f"tokenize.block_size = {block} must be a multiple of model.context_length = {context}")
+        longest = max(self.benchmark.generation.prompt_tokens) + self.benchmark.generation.new_tokens
+        if self.model.base is None and longest > context:
+            raise ValueError(f"benchmark.generation: prompt_tokens {max(self.benchmark.generation.prompt_tokens)} + new_tokens "
+                             f"{self.benchmark.generation.new_tokens} = {longest} is longer than model.context_length = {context}")
         positive_class = self.audit.classifier.positive_class
         if self.audit.classifier.enabled and positive_class not in self.finetune.classes:
             raise ValueError(f"audit.classifier.positive_class = {positive_class!r} is not one of finetune.classes "

@@ -195,10 +195,11 @@ class Served:
         return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 512)
 
 
-def load_served(variant: str, root: Path) -> Served:
+def load_served(variant: str, root: Path, threads: int | None = None) -> Served:
+    """`variant`'s LM and classifier; `threads` caps ONNX Runtime's intra-op threads (serve.threads)."""
     from stages.variants import load_classifier, load_lm
-    lm, lm_tok = load_lm(variant, root)
-    classifier, classifier_tok = load_classifier(variant, root)
+    lm, lm_tok = load_lm(variant, root, threads)
+    classifier, classifier_tok = load_classifier(variant, root, threads)
     if classifier_tok.pad_token_id is None:
         classifier_tok.pad_token = classifier_tok.eos_token
     return Served(variant, lm, lm_tok, classifier, classifier_tok)
@@ -596,7 +597,10 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     settings = settings_from(P.load().serve, args)
     variants = settings.ab.variants if settings.ab else [settings.variant]
-    served = {v: load_served(v, Path(args.models_root)) for v in variants}
+    if settings.threads:
+        import torch
+        torch.set_num_threads(settings.threads)  # a PyTorch variant gets the same cap as ONNX Runtime's
+    served = {v: load_served(v, Path(args.models_root), settings.threads) for v in variants}
     app = create_app(settings, served)
     log.info("serving %s on http://%s:%d (batch <= %d, wait %s ms)", ", ".join(variants), settings.host, settings.port,
              settings.max_batch_size, settings.max_wait_ms)

@@ -1,28 +1,42 @@
-"""Load any model variant by name: `pytorch` (the fine-tuned / pretrained originals) or an ONNX variant that the
-compress (or distill) stage wrote under models/compressed/{classifier,lm}/<variant>/model.onnx."""
+"""Load any model variant by name: `pytorch` (the fine-tuned / pretrained originals), `distilled` (the distill
+stage's student classifier) or an ONNX variant that the compress stage wrote under
+models/compressed/{classifier,lm}/<variant>/model.onnx (the student's are named distilled_<variant>)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from stages.core import StageError
 
-PYTORCH = "pytorch"
+PYTORCH, DISTILLED = "pytorch", "distilled"
 ONNX_FILE = "model.onnx"
 ORIGINALS = {"classifier": "finetuned", "lm": "pretrained"}
 
 
+def is_pytorch(variant: str) -> bool:
+    """Whether `variant` is a PyTorch model (safetensors) rather than an ONNX graph."""
+    return variant in (PYTORCH, DISTILLED)
+
+
 def available(kind: str, root: Path = Path("models")) -> list[str]:
-    """`pytorch` plus every exported variant of `kind` (classifier | lm) found on disk."""
-    directory = Path(root) / "compressed" / kind
+    """`pytorch`, the `distilled` student (classifier, once distilled) and every exported variant of `kind`
+    (classifier | lm) found on disk."""
+    root = Path(root)
+    directory = root / "compressed" / kind
     found = sorted(p.parent.name for p in directory.glob(f"*/{ONNX_FILE}")) if directory.is_dir() else []
-    return [PYTORCH, *found]
+    student = [DISTILLED] if kind == "classifier" and (root / DISTILLED / "config.json").is_file() else []
+    return [PYTORCH, *student, *found]
 
 
 def variant_dir(kind: str, variant: str, root: Path = Path("models")) -> Path:
     """The directory holding `variant`; an unknown or missing one is a one-line StageError naming the others."""
     root = Path(root)
-    path = root / ORIGINALS[kind] if variant == PYTORCH else root / "compressed" / kind / variant
-    marker = path / "config.json" if variant == PYTORCH else path / ONNX_FILE
+    if variant == PYTORCH:
+        path = root / ORIGINALS[kind]
+    elif variant == DISTILLED and kind == "classifier":
+        path = root / DISTILLED
+    else:
+        path = root / "compressed" / kind / variant
+    marker = path / ("config.json" if is_pytorch(variant) else ONNX_FILE)
     if not marker.is_file():
         raise StageError(f"{kind} variant {variant!r}: not found at {path} (available: {', '.join(available(kind, root))})")
     return path
@@ -52,7 +66,7 @@ def load(kind: str, variant: str, root: Path = Path("models"), threads: int | No
     """(model, tokenizer) of `kind` (classifier | lm); `threads` caps ONNX Runtime's intra-op threads (the
     benchmark gives PyTorch and ORT the same number)."""
     path = variant_dir(kind, variant, root)
-    if variant == PYTORCH:
+    if is_pytorch(variant):
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
         auto = AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
         model = auto.from_pretrained(path, use_safetensors=True).eval()
@@ -69,11 +83,12 @@ def load(kind: str, variant: str, root: Path = Path("models"), threads: int | No
     return model, load_tokenizer(path)
 
 
-def load_classifier(variant: str, root: Path = Path("models")):
+def load_classifier(variant: str, root: Path = Path("models"), threads: int | None = None):
     """(model, tokenizer) of a classifier variant, ready for `model(**tokenizer(texts, return_tensors="pt"))`."""
-    return load("classifier", variant, root)
+    return load("classifier", variant, root, threads)
 
 
-def load_lm(variant: str, root: Path = Path("models")):
-    """(model, tokenizer) of a causal-LM variant; both kinds support `.generate(...)` (ONNX ones with the KV cache)."""
-    return load("lm", variant, root)
+def load_lm(variant: str, root: Path = Path("models"), threads: int | None = None):
+    """(model, tokenizer) of a causal-LM variant; both kinds support `.generate(...)` (ONNX ones with the KV cache;
+    `use_cache=False` feeds them an empty past, recomputing the whole text every step)."""
+    return load("lm", variant, root, threads)

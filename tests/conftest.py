@@ -55,7 +55,7 @@ def tiny_params() -> dict:
     params["distill"].update(epochs=1, batch_size=16, max_train_examples=64)
     params["distill"]["student"].update(n_layers=1, d_model=16, n_heads=2, d_ff=32)
     params["benchmark"].update(batch_sizes=[1, 2], sequence_lengths=[8, 16], warmup=1, repetitions=3)
-    params["benchmark"]["generation"].update(new_tokens=4, prompt_tokens=4, repetitions=1, num_beams=2)
+    params["benchmark"]["generation"].update(new_tokens=4, prompt_tokens=[4, 8], repetitions=1, num_beams=2)
     params["benchmark"]["small"].update(n_layers=1, d_model=32, n_heads=2, d_ff=64, sequence_length=16)
     return params
 
@@ -98,16 +98,18 @@ def tiny_models(tiny_tokens, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_compressed(tiny_models, tmp_path_factory) -> Path:
-    """tiny_models with the compress stage run (every variant, pruning at 0.5): models/compressed and
-    reports/compress.json. Copy it before writing into it."""
+    """tiny_models with the distill and compress stages run (every variant, the student's too, pruning at 0.5):
+    models/distilled, models/compressed, reports/distill.json and reports/compress.json. Copy it before writing
+    into it."""
     import shutil
     directory = tmp_path_factory.mktemp("tiny-compressed") / "project"
     shutil.copytree(tiny_models, directory)
     params = tiny_params()
     params["compress"]["pruning"]["amount"] = 0.5
     write_params(directory, params)
-    result = run_stage("compress", directory)
-    assert result.returncode == 0, result.stderr
+    for name in ("distill", "compress"):
+        result = run_stage(name, directory)
+        assert result.returncode == 0, result.stderr
     return directory
 PROJECT_FILES = ("dvc.yaml", "stages", "requirements-data.txt", "Makefile", ".gitignore", "data/audit",
                  "data/requests")

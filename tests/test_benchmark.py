@@ -1,5 +1,6 @@
 """benchmark on the tiny compressed models: every variant x batch x length timed, ratios against PyTorch,
-generation with and without the KV cache, the small config, plot data; summary statistics are exact."""
+generation with and without the KV cache per prompt length, peak memory per variant, the small config, plot data;
+summary statistics are exact."""
 import json
 import shutil
 
@@ -9,7 +10,8 @@ import pytest
 from stages.benchmark import add_speedups, latency_summary
 from tests.conftest import run_in_copy, run_stage, the_error, tiny_params, write_params
 
-VARIANTS = {"pytorch", "onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"}
+VARIANTS = {"pytorch", "onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned",
+            "distilled", "distilled_onnx_fp32", "distilled_int8_dynamic"}
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +30,51 @@ def test_every_variant_is_timed_at_every_batch_size_and_length(bench):
             for summary in by_length.values():
                 assert 0 < summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
                 assert summary["sequences_per_s"] > 0
-        assert result["peak_rss_mb"] > 0
     assert report["classifier"]["pytorch"]["speedup_vs_pytorch"] == 1.0
 
 
-def test_generation_reports_each_decoding_and_what_the_kv_cache_buys(bench):
+def test_generation_reports_each_decoding_with_and_without_the_kv_cache_per_prompt_length(bench):
     _, report = bench
     assert set(report["generation"]) == {"pytorch", "onnx_fp32", "int8_dynamic"}
-    for speeds in report["generation"].values():
-        for mode in ("greedy", "sampling", "beam"):
-            assert speeds[f"{mode}_tokens_per_s"] > 0
-    pytorch = report["generation"]["pytorch"]
-    assert pytorch["kv_cache_speedup"] == pytest.approx(pytorch["greedy_tokens_per_s"] / pytorch["greedy_no_cache_tokens_per_s"], rel=1e-3)
+    for variant, by_prompt in report["generation"].items():
+        for length in ("prompt_4", "prompt_8"):
+            speeds = by_prompt[length]
+            for mode in ("greedy", "sampling", "beam", "greedy_no_cache"):
+                assert speeds[f"{mode}_tokens_per_s"] > 0
+            assert speeds["kv_cache_speedup"] == pytest.approx(
+                speeds["greedy_tokens_per_s"] / speeds["greedy_no_cache_tokens_per_s"], rel=1e-3)
+            assert speeds["greedy_speedup_vs_pytorch"] == pytest.approx(
+                speeds["greedy_tokens_per_s"] / report["generation"]["pytorch"][length]["greedy_tokens_per_s"], rel=1e-3)
+    for variant in ("pytorch", "onnx_fp32"):  # fp32: recomputing the text picks the tokens the cache picks
+        assert report["generation"][variant]["prompt_8"]["no_cache_same_tokens"] is True, variant
+
+
+def test_each_variant_peak_memory_comes_from_a_process_of_its_own(bench):
+    _, report = bench
+    rows = [*report["classifier"].values(), *report["generation"].values()]
+    for row in rows:
+        assert 0 < row["model_peak_mb"] < row["peak_rss_mb"]
+
+
+def test_peak_memory_does_not_count_the_calling_process(tiny_compressed):
+    import resource
+
+    from stages.benchmark import peak_memory
+    ballast = np.ones(2**27)  # 1 GiB resident here, none of it in the variant's process
+    mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    measured = peak_memory("classifier", "int8_dynamic", tiny_compressed / "models", 1,
+                           {"texts": ["a fine film"], "batch_size": 2, "length": 8})
+    assert measured["peak_rss_mb"] < mine - 512 and measured["model_peak_mb"] > 0
+    del ballast
+
+
+def test_prompt_and_new_tokens_longer_than_the_context_stop_before_work(tmp_path):
+    params = tiny_params()
+    params["benchmark"]["generation"].update(prompt_tokens=[16, 60], new_tokens=8)
+    write_params(tmp_path, params)
+    assert the_error(run_stage("benchmark", tmp_path)) == (
+        "error: params.yaml: benchmark.generation: prompt_tokens 60 + new_tokens 8 = 68 is longer than "
+        "model.context_length = 64")
 
 
 def test_small_config_reports_int8_over_ort_fp32(bench):
@@ -80,5 +115,5 @@ def test_unknown_variant_stops_the_benchmark_in_one_line(tiny_compressed, tmp_pa
     params["benchmark"]["variants"] = ["int4"]
     write_params(project, params)
     assert the_error(run_stage("benchmark", project)) == (
-        "error: params.yaml: benchmark.variants: classifier variant 'int4' not found (available: pytorch, "
-        "int8_dynamic, int8_static, onnx_fp32, onnx_optimized, pruned)")
+        "error: params.yaml: benchmark.variants: classifier variant 'int4' not found (available: pytorch, distilled, "
+        "distilled_int8_dynamic, distilled_onnx_fp32, int8_dynamic, int8_static, onnx_fp32, onnx_optimized, pruned)")

@@ -152,6 +152,8 @@ def test_direction_follows_the_name_table():
     assert C.direction("reports/bias.json:classifier.demographic_parity_difference.gender.value") == -1
     assert C.direction("reports/compress.json:int8.accuracy_drop") == -1
     assert C.direction("reports/pretrain.json:steps") == 0
+    assert C.direction("reports/bench.json:generation.pytorch.prompt_64.greedy_tokens_per_s") == 1
+    assert C.direction("reports/bench.json:classifier.int8_dynamic.model_peak_mb") == -1
 
 
 def test_metric_rows_keep_changed_and_gated_metrics():

@@ -11,6 +11,7 @@ from stages.variants import available, load_classifier, load_lm
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
 VARIANTS = ["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"]
+STUDENT = ["distilled_onnx_fp32", "distilled_int8_dynamic"]  # the tiny params' compress.distilled
 TEXTS = ["a wonderful moving film", "a dull boring mess of a movie", "great", "terrible script and bad acting"]
 
 
@@ -77,8 +78,9 @@ def test_pruning_reaches_the_requested_sparsity(tiny_compressed, report):
 
 
 def test_every_variant_directory_holds_one_onnx_file_and_a_tokenizer_without_token_type_ids(tiny_compressed):
+    assert available("classifier", tiny_compressed / "models") == ["pytorch", "distilled", *sorted(VARIANTS + STUDENT)]
+    assert available("lm", tiny_compressed / "models") == ["pytorch", *sorted(VARIANTS)]
     for kind in ("classifier", "lm"):
-        assert available(kind, tiny_compressed / "models") == ["pytorch", *sorted(VARIANTS)]
         for variant in VARIANTS:
             directory = tiny_compressed / "models/compressed" / kind / variant
             assert [p.name for p in directory.glob("*.onnx*")] == ["model.onnx"], (kind, variant)
@@ -101,7 +103,8 @@ def test_unknown_variant_is_one_clear_line(tiny_compressed):
     with pytest.raises(StageError) as err:
         load_classifier("int4", tiny_compressed / "models")
     assert str(err.value) == (f"classifier variant 'int4': not found at {tiny_compressed / 'models/compressed/classifier/int4'} "
-                              "(available: pytorch, int8_dynamic, int8_static, onnx_fp32, onnx_optimized, pruned)")
+                              "(available: pytorch, distilled, distilled_int8_dynamic, distilled_onnx_fp32, int8_dynamic, "
+                              "int8_static, onnx_fp32, onnx_optimized, pruned)")
 
 
 def test_unknown_variant_in_params_stops_the_stage(tmp_path):
@@ -117,3 +120,27 @@ def test_isa_is_detected_from_the_cpu():
     assert detect_isa("flags : fpu avx2 avx512f avx512_vnni", "x86_64") == "avx512_vnni"
     assert detect_isa("flags : fpu sse4_2 avx2", "x86_64") == "avx2"
     assert detect_isa("", "aarch64") == "arm64"
+
+
+def test_the_distilled_student_is_exported_and_compared_with_the_teacher(tiny_compressed, report):
+    student = logits(*load_classifier("distilled", tiny_compressed / "models"))
+    exported = logits(*load_classifier("distilled_onnx_fp32", tiny_compressed / "models"))
+    assert np.abs(student - exported).max() < 1e-4
+    quantized = logits(*load_classifier("distilled_int8_dynamic", tiny_compressed / "models"))
+    assert quantized.shape == (len(TEXTS), 2) and np.isfinite(quantized).all()
+    teacher = report["classifier"]["pytorch"]
+    for variant in ["distilled", *STUDENT]:
+        row = report["classifier"][variant]
+        assert row["size_bytes"] < teacher["size_bytes"]
+        assert row["accuracy_change_points"] == pytest.approx(100 * (row["accuracy"] - teacher["accuracy"]), abs=1e-3)
+    distill = json.loads((tiny_compressed / "reports/distill.json").read_text())
+    assert report["classifier"]["distilled"]["accuracy"] == pytest.approx(distill["student"]["accuracy"], abs=1e-4)
+
+
+def test_exporting_the_student_without_one_is_one_clear_line(tiny_models, tmp_path):
+    import shutil
+    project = tmp_path / "project"
+    shutil.copytree(tiny_models, project)
+    assert the_error(run_stage("compress", project)) == (
+        "error: params.yaml: compress.distilled = ['onnx_fp32', 'int8_dynamic']: no student at models/distilled "
+        "(run the distill stage first, or set compress.distilled: [])")

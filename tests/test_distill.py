@@ -8,9 +8,9 @@ from tests.conftest import run_in_copy, run_stage, the_error, tiny_params, write
 
 
 @pytest.fixture(scope="module")
-def distilled(tiny_models, tmp_path_factory):
-    project = run_in_copy(tiny_models, tmp_path_factory.mktemp("distill") / "project", "distill")
-    return project, json.loads((project / "reports/distill.json").read_text())
+def distilled(tiny_compressed):
+    """The distill stage's output where tiny_compressed ran it (before compress exported the student)."""
+    return tiny_compressed, json.loads((tiny_compressed / "reports/distill.json").read_text())
 
 
 def test_student_is_smaller_and_its_quality_is_reported(distilled):

@@ -317,3 +317,11 @@ def test_bad_serve_params_are_one_line(edit, expected):
     params = default_params()
     edit(params["serve"])
     assert P.validate(params)[1] == [f"params.yaml: {expected}"]
+
+
+def test_serve_threads_cap_onnx_runtime(project):
+    from stages.serve import load_served
+    capped = load_served("int8_dynamic", project / "models", threads=1)
+    for model in (capped.lm, capped.classifier):
+        assert model.session.get_session_options().intra_op_num_threads == 1
+    assert P.ServeParams().threads == 1
