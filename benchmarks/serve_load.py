@@ -91,7 +91,7 @@ async def load(base_url: str, requests: list[tuple[str, dict]], clients: int) ->
 
 
 def serve(port: int, batch: int, args, log_path: str) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(Path.cwd()))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's stages
     cmd = [sys.executable, "-m", "stages.serve", "--port", str(port), "--max-batch-size", str(batch),
            "--cache-size", "0", "--request-log", log_path, "--models-root", args.models_root]
     if args.variant:

@@ -136,9 +136,23 @@ def token_pieces(text: str, tokenizer) -> list[str]:
 
 # ---------------------------------------------------------------- models and batched inference
 
+def length_groups(lengths: list[int], slack: float) -> list[list[int]]:
+    """Indices grouped by length, shortest first: a group's longest is at most `slack` x its shortest (the padding
+    a group's shortest rows pay)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and lengths[i] <= slack * max(1, lengths[groups[-1][0]]):
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
 @dataclass
 class Served:
     """The language model and classifier of one variant."""
+    PADDING_SLACK = 1.25  # classification rows batch together when the longest is at most 1.25x the shortest
     variant: str
     lm: Any
     lm_tokenizer: Any
@@ -179,12 +193,17 @@ class Served:
         return results
 
     def classify(self, jobs: list["Job"]) -> list[dict]:
+        """One forward per group of similar lengths: a classification is compute-bound at batch 1 on a CPU,
+        so padding short texts to the longest one in the batch would cost more than batching saves."""
         import torch
-        texts = [j.payload["text"] for j in jobs]
-        enc = self.classifier_tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
-                                        max_length=self.classifier_context)
-        with torch.no_grad():
-            probs = torch.softmax(self.classifier(**enc).logits.float(), dim=-1).tolist()
+        tok = self.classifier_tokenizer
+        encoded = tok([j.payload["text"] for j in jobs], truncation=True, max_length=self.classifier_context)["input_ids"]
+        probs: list = [None] * len(jobs)
+        for group in length_groups([len(ids) for ids in encoded], self.PADDING_SLACK):
+            batch = tok.pad({"input_ids": [encoded[i] for i in group]}, return_tensors="pt")
+            with torch.no_grad():
+                for i, p in zip(group, torch.softmax(self.classifier(**batch).logits.float(), dim=-1).tolist()):
+                    probs[i] = p
         labels = self.classifier.config.id2label
         return [{"label": labels[max(range(len(p)), key=p.__getitem__)], "scores": {labels[i]: v for i, v in enumerate(p)}}
                 for p in probs]

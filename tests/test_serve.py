@@ -325,3 +325,21 @@ def test_serve_threads_cap_onnx_runtime(project):
     for model in (capped.lm, capped.classifier):
         assert model.session.get_session_options().intra_op_num_threads == 1
     assert P.ServeParams().threads == 1
+
+
+def test_length_groups_bound_the_padding():
+    from stages.serve import length_groups
+    assert length_groups([10, 8, 12, 4, 30, 11], 1.25) == [[3], [1, 0], [5, 2], [4]]
+    assert length_groups([5, 5, 5], 1.0) == [[0, 1, 2]]
+    assert length_groups([], 1.25) == []
+
+
+def test_grouped_classification_equals_one_at_a_time(served):
+    from stages.serve import Job
+    model = served["int8_dynamic"]
+    texts = ["great", "a dull, boring mess of a movie that never ends", "fine film", "terrible script and bad acting"]
+    together = model.classify([Job(("classify",), {"text": t}, None) for t in texts])
+    for text, row in zip(texts, together):
+        alone = model.classify([Job(("classify",), {"text": text}, None)])[0]
+        assert row["label"] == alone["label"]
+        assert row["scores"] == pytest.approx(alone["scores"], abs=1e-4)
