@@ -136,6 +136,32 @@ def token_pieces(text: str, tokenizer) -> list[str]:
 
 # ---------------------------------------------------------------- models and batched inference
 
+class RowStreamer:
+    """A transformers streamer for a whole batch: each decoding step's token of row i goes to job i's queue (when
+    the job streams), handed from the model thread to the event loop; None then ends every queue, also when
+    generation fails."""
+
+    def __init__(self, jobs: list["Job"]):
+        self.targets = [(j.payload.get("stream"), j.payload.get("loop")) for j in jobs]
+        self.prompt_seen = self.ended = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompts
+            self.prompt_seen = True
+            return
+        for (queue, loop), token in zip(self.targets, value.reshape(len(self.targets), -1)[:, -1].tolist()):
+            if queue is not None:
+                loop.call_soon_threadsafe(queue.put_nowait, token)
+
+    def end(self) -> None:
+        if self.ended:  # generate() ends it, and so does Served.generate (when generate() fails)
+            return
+        self.ended = True
+        for queue, loop in self.targets:
+            if queue is not None:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+
 def length_groups(lengths: list[int], slack: float) -> list[list[int]]:
     """Indices grouped by length, shortest first: a group's longest is at most `slack` x its shortest (the padding
     a group's shortest rows pay)."""
@@ -181,9 +207,15 @@ class Served:
             torch.manual_seed(first["seed"])
         kwargs = dict(do_sample=True, temperature=first["temperature"], top_p=first["top_p"], top_k=0) if sampling \
             else dict(do_sample=False)
-        with torch.no_grad():
-            out = self.lm.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, eos_token_id=tok.eos_token_id,
-                                   max_new_tokens=max(j.payload["max_tokens"] for j in jobs), **kwargs)
+        streamer = RowStreamer(jobs) if any(j.payload.get("stream") for j in jobs) else None
+        try:
+            with torch.no_grad():
+                out = self.lm.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+                                       max_new_tokens=max(j.payload["max_tokens"] for j in jobs), streamer=streamer,
+                                       **kwargs)
+        finally:
+            if streamer is not None:
+                streamer.end()
         results = []
         for row, job in zip(out[:, width:].tolist(), jobs):
             row = row[:job.payload["max_tokens"]]
@@ -433,8 +465,7 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
 
     # ------------------------------------------------ completions
 
-    async def complete_one(prompt: str, req: CompletionRequest, variant: str, max_tokens: int, stops: list[str]) -> dict:
-        model = served[variant]
+    def checked_ids(model: Served, prompt: str, max_tokens: int) -> list[int]:
         ids = model.prompt_ids(prompt)
         if len(ids) - 1 > settings.max_prompt_tokens:
             raise ApiError(400, f"The prompt has {len(ids) - 1} tokens, over the limit of {settings.max_prompt_tokens}.",
@@ -442,30 +473,101 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
         if len(ids) + max_tokens > model.context:
             raise ApiError(400, f"This model's context is {model.context} tokens; the prompt ({len(ids) - 1}) plus "
                            f"max_tokens ({max_tokens}) do not fit.", param="max_tokens", code="context_length_exceeded")
-        deterministic = req.temperature == 0 or req.seed is not None
-        cache_key = json.dumps(["completions", variant, prompt, max_tokens, req.temperature, req.top_p, stops, req.seed])
-        hit = cache.get(cache_key) if deterministic else None
-        if deterministic:
-            metrics.cache.labels("completions", "hit" if hit else "miss").inc()
-        if hit is None:
-            if req.temperature == 0:
-                key = ("generate", variant, "greedy")
-            elif req.seed is not None:  # a seeded sample is reproducible only alone
-                key = ("generate", variant, "seed", uuid.uuid4().hex)
-            else:
-                key = ("generate", variant, "sample", req.temperature, req.top_p)
-            result = await batcher.submit(key, {"ids": ids, "max_tokens": max_tokens, "temperature": req.temperature,
-                                                "top_p": req.top_p, "seed": req.seed})
-            text, stopped = cut_at_stop(result["text"], stops)
-            text, n_filtered = filtered(text)
-            hit = {"text": text, "finish_reason": "stop" if stopped or result["eos"] else "length",
-                   "completion_tokens": len(result["token_ids"]), "prompt_tokens": len(ids) - 1, "filtered": n_filtered}
-            if deterministic:
-                cache.put(cache_key, hit)
-            metrics.tokens.labels("prompt").inc(len(ids) - 1)
-            metrics.tokens.labels("completion").inc(len(result["token_ids"]))
-            return {**hit, "cached": False}
-        return {**hit, "cached": True}
+        return ids
+
+    def cached(req: CompletionRequest, prompt: str, variant: str, max_tokens: int, stops: list[str]) -> tuple[str | None, dict | None]:
+        """(the cache key, or None for a request that is not deterministic; the cached answer, if any)."""
+        if not (req.temperature == 0 or req.seed is not None):
+            return None, None
+        key = json.dumps(["completions", variant, prompt, max_tokens, req.temperature, req.top_p, stops, req.seed])
+        hit = cache.get(key)
+        metrics.cache.labels("completions", "hit" if hit else "miss").inc()
+        return key, hit
+
+    def generation_job(req: CompletionRequest, variant: str, ids: list[int], max_tokens: int, **extra) -> tuple[tuple, dict]:
+        if req.temperature == 0:
+            key = ("generate", variant, "greedy")
+        elif req.seed is not None:  # a seeded sample is reproducible only alone
+            key = ("generate", variant, "seed", uuid.uuid4().hex)
+        else:
+            key = ("generate", variant, "sample", req.temperature, req.top_p)
+        return key, {"ids": ids, "max_tokens": max_tokens, "temperature": req.temperature, "top_p": req.top_p,
+                     "seed": req.seed, **extra}
+
+    def finished(result: dict, ids: list[int], stops: list[str], cache_key: str | None) -> dict:
+        """A generation's answer: cut at a stop sequence, filtered, counted and cached."""
+        text, stopped = cut_at_stop(result["text"], stops)
+        text, n_filtered = filtered(text)
+        answer = {"text": text, "finish_reason": "stop" if stopped or result["eos"] else "length",
+                  "completion_tokens": len(result["token_ids"]), "prompt_tokens": len(ids) - 1, "filtered": n_filtered}
+        if cache_key is not None:
+            cache.put(cache_key, answer)
+        metrics.tokens.labels("prompt").inc(len(ids) - 1)
+        metrics.tokens.labels("completion").inc(len(result["token_ids"]))
+        return answer
+
+    async def complete_one(prompt: str, req: CompletionRequest, variant: str, max_tokens: int, stops: list[str]) -> dict:
+        ids = checked_ids(served[variant], prompt, max_tokens)
+        cache_key, hit = cached(req, prompt, variant, max_tokens, stops)
+        if hit is not None:
+            return {**hit, "cached": True}
+        result = await batcher.submit(*generation_job(req, variant, ids, max_tokens))
+        return {**finished(result, ids, stops, cache_key), "cached": False}
+
+    def log_completion(variant: str, prompt: str, r: dict, req: CompletionRequest, start: float, outcome: str) -> None:
+        request_log.write({"time": time.time(), "endpoint": "completions", "variant": variant, "prompt": prompt,
+                           "completion": r.get("text"), "prompt_tokens": r.get("prompt_tokens"),
+                           "completion_tokens": r.get("completion_tokens"), "finish_reason": r.get("finish_reason"),
+                           "filtered": r.get("filtered"), "cached": r.get("cached"), "temperature": req.temperature,
+                           "latency_ms": round(1000 * (time.perf_counter() - start), 2), "outcome": outcome})
+
+    def completion_body(req: CompletionRequest) -> dict:
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": req.model or settings.model_name}
+
+    def event(body: dict, text: str, finish_reason: str | None) -> str:
+        return "data: " + json.dumps({**body, "choices": [{"text": text, "index": 0, "logprobs": None,
+                                                            "finish_reason": finish_reason}]}) + "\n\n"
+
+    async def live_events(req: CompletionRequest, prompt: str, variant: str, max_tokens: int, stops: list[str],
+                          ids: list[int], cache_key: str | None, start: float):
+        """Server-sent events as the batch decodes: each token's text once it is whole and can no longer be part
+        of a stop sequence, then the finish reason and [DONE]; the answer is logged, counted and cached as usual."""
+        tok, loop, queue = served[variant].lm_tokenizer, asyncio.get_running_loop(), asyncio.Queue()
+        task = asyncio.ensure_future(batcher.submit(*generation_job(req, variant, ids, max_tokens, stream=queue, loop=loop)))
+        body, tokens, sent, done, outcome, answer = completion_body(req), [], "", False, "ok", {}
+        holdback = max((len(s) for s in stops), default=1) - 1  # characters that may yet begin a stop sequence
+        deadline = start + settings.request_timeout_s
+        try:
+            while (token := await asyncio.wait_for(queue.get(), max(0.0, deadline - time.perf_counter()))) is not None:
+                if done or token == tok.eos_token_id:  # the batch's other rows may still be decoding
+                    done = True
+                    continue
+                tokens.append(token)
+                text = tok.decode(tokens, skip_special_tokens=True)
+                text, stopped = cut_at_stop(text, stops)
+                done = stopped or len(tokens) >= max_tokens
+                ready = text if done else text[:len(text) - holdback]
+                if ready.endswith("\ufffd"):  # a character split across tokens waits for its end
+                    continue
+                if len(ready) > len(sent):
+                    yield event(body, ready[len(sent):], None)
+                    sent = ready
+            answer = {**finished(await task, ids, stops, cache_key), "cached": False}
+            if len(answer["text"]) > len(sent):
+                yield event(body, answer["text"][len(sent):], None)
+            yield event(body, "", answer["finish_reason"])
+        except asyncio.TimeoutError:
+            outcome = "timeout"
+            yield "data: " + json.dumps(ApiError(504, f"The request took longer than {settings.request_timeout_s} s.",
+                                                 type="timeout", code="timeout").body()) + "\n\n"
+        except Exception:
+            log.exception("streamed completion failed")
+            outcome = "error"
+            yield "data: " + json.dumps(ApiError(500, "Internal server error.", type="server_error").body()) + "\n\n"
+        finally:
+            log_completion(variant, prompt, answer, req, start, outcome)
+        yield "data: [DONE]\n\n"
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -483,6 +585,12 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
             raise ApiError(400, "Invalid value for 'prompt': at least one prompt is required.", param="prompt")
         stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
         variant = pick_variant(req.model, req.user or uuid.uuid4().hex)
+        if req.stream and len(prompts) == 1 and not output_filter.rules:  # live, unless a filter must see it whole
+            ids = checked_ids(served[variant], prompts[0], max_tokens)
+            cache_key, hit = cached(req, prompts[0], variant, max_tokens, stops)
+            if hit is None:
+                return StreamingResponse(live_events(req, prompts[0], variant, max_tokens, stops, ids, cache_key, start),
+                                         media_type="text/event-stream")
         outcome, results = "ok", []
         try:
             results = await wait(asyncio.gather(*(complete_one(p, req, variant, max_tokens, stops) for p in prompts)))
@@ -493,16 +601,9 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
             outcome = "error"
             raise
         finally:
-            latency = time.perf_counter() - start
             for i, prompt in enumerate(prompts):
-                r = results[i] if results else {}
-                request_log.write({"time": time.time(), "endpoint": "completions", "variant": variant, "prompt": prompt,
-                                   "completion": r.get("text"), "prompt_tokens": r.get("prompt_tokens"),
-                                   "completion_tokens": r.get("completion_tokens"), "finish_reason": r.get("finish_reason"),
-                                   "filtered": r.get("filtered"), "cached": r.get("cached"), "temperature": req.temperature,
-                                   "latency_ms": round(1000 * latency, 2), "outcome": outcome})
-        body = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-                "model": req.model or settings.model_name,
+                log_completion(variant, prompt, results[i] if results else {}, req, start, outcome)
+        body = {**completion_body(req),
                 "choices": [{"text": r["text"], "index": i, "logprobs": None, "finish_reason": r["finish_reason"]}
                             for i, r in enumerate(results)],
                 "usage": {"prompt_tokens": sum(r["prompt_tokens"] for r in results),
@@ -513,8 +614,8 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
         return body
 
     async def stream_chunks(body: dict, tokenizer):
-        """OpenAI's stream: one chunk per token of text, the last with finish_reason, then [DONE]. The batch
-        generates every row together, so the chunks follow once the batch is done."""
+        """OpenAI's stream of an answer already whole (cached, several prompts, or an output filter to apply): one
+        chunk per token of text, the last with finish_reason, then [DONE]."""
         for choice in body["choices"]:
             for piece in token_pieces(choice["text"], tokenizer):
                 chunk = {**body, "choices": [{"text": piece, "index": choice["index"], "logprobs": None, "finish_reason": None}]}

@@ -1,4 +1,5 @@
 """The serving API, driven by the official `openai` client against a server on a free local port."""
+import contextlib
 import json
 import shutil
 import socket
@@ -59,26 +60,33 @@ def served(project):
     return {v: load_served(v, project / "models") for v in ("int8_dynamic", "pytorch")}
 
 
-@pytest.fixture(scope="module")
-def server(project, served):
-    """A real uvicorn server in a thread on a free port."""
+@contextlib.contextmanager
+def running(app):
+    """`app` served by a real uvicorn server in a thread on a free port; yields its base URL."""
     import uvicorn
-    from stages.serve import create_app
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LLM_TEST_KEY", KEY)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(settings(project), served)
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     while not uv.started:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(project, served):
+    from stages.serve import create_app
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LLM_TEST_KEY", KEY)
+    with running(create_app(settings(project), served)) as url:
+        yield url
     mp.undo()
 
 
@@ -343,3 +351,57 @@ def test_grouped_classification_equals_one_at_a_time(served):
         alone = model.classify([Job(("classify",), {"text": text}, None)])[0]
         assert row["label"] == alone["label"]
         assert row["scores"] == pytest.approx(alone["scores"], abs=1e-4)
+
+
+
+def test_live_stream_matches_the_model_with_and_without_a_stop(client, served):
+    from stages.serve import Job, cut_at_stop
+    model = served["int8_dynamic"]
+    prompt = "HAMLET: Who is there?"
+    direct = model.generate([Job(("generate",), {"ids": model.prompt_ids(prompt), "max_tokens": 12, "temperature": 0,
+                                                 "top_p": 1.0, "seed": None}, None)])[0]
+    assert len(direct["text"]) > 6
+    stop = direct["text"][3:5]
+    for stops, finish in (([], "stop" if direct["eos"] else "length"), ([stop], "stop")):
+        chunks = list(client.completions.create(model=f"{MODEL}:int8_dynamic", prompt=prompt, max_tokens=12,
+                                                temperature=0, stop=stops or None, stream=True))
+        assert "".join(c.choices[0].text for c in chunks) == cut_at_stop(direct["text"], stops)[0]
+        assert chunks[-1].choices[0].finish_reason == finish
+        assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+
+
+class SlowLM:
+    """Stands in for a language model that takes 50 ms a token, streaming like transformers' generate()."""
+
+    def __init__(self, config, tokens: list[int]):
+        self.config, self.tokens = config, tokens
+
+    def generate(self, input_ids, max_new_tokens, streamer=None, **_):
+        import torch
+        streamer.put(input_ids)
+        new = []
+        for i in range(max_new_tokens):
+            time.sleep(0.05)
+            new.append(torch.full((input_ids.shape[0],), self.tokens[i % len(self.tokens)]))
+            streamer.put(new[-1])
+        streamer.end()
+        return torch.cat([input_ids, torch.stack(new, dim=1)], dim=1)
+
+
+def test_stream_sends_each_token_as_it_is_decoded(project, served, tmp_path):
+    from stages.serve import Served, create_app
+    real = served["int8_dynamic"]
+    letters = [real.lm_tokenizer.convert_tokens_to_ids(c) for c in "abcdefgh"]
+    slow = Served("int8_dynamic", SlowLM(real.lm.config, letters), real.lm_tokenizer, real.classifier,
+                  real.classifier_tokenizer)
+    app = create_app(settings(project, ab=None, variant="int8_dynamic", api_key_env=None, cache_size=0,
+                              request_log=str(tmp_path / "log.jsonl")), {"int8_dynamic": slow})
+    with running(app) as url:
+        start, arrivals = time.perf_counter(), []
+        with httpx.stream("POST", f"{url}/v1/completions", timeout=30,
+                          json={"prompt": "To be", "max_tokens": 16, "temperature": 0, "stream": True}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    arrivals.append((time.perf_counter() - start, json.loads(line[6:])["choices"][0]["text"]))
+    assert "".join(text for _, text in arrivals) == "abcdefgh" * 2
+    assert arrivals[0][0] < 0.4 < 0.75 < arrivals[-1][0]  # 16 tokens take 0.8 s: the first came after ~1
