@@ -207,7 +207,7 @@ class Served:
             torch.manual_seed(first["seed"])
         kwargs = dict(do_sample=True, temperature=first["temperature"], top_p=first["top_p"], top_k=0) if sampling \
             else dict(do_sample=False)
-        streamer = RowStreamer(jobs) if any(j.payload.get("stream") for j in jobs) else None
+        streamer = RowStreamer(jobs) if any(j.payload.get("stream") is not None for j in jobs) else None
         try:
             with torch.no_grad():
                 out = self.lm.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, eos_token_id=tok.eos_token_id,
