@@ -436,11 +436,15 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
         return error_response(ApiError(400, f"Invalid value for '{param}': {first['msg']}.", param=param,
                                        code="invalid_value"))
 
-    async def read_body(request: Request) -> bytes:
+    async def parse_body(request: Request, schema: type[BaseModel]):
+        """The request body as `schema`: over the size limit -> 413, malformed or invalid -> 400 (by `invalid`)."""
         body = await request.body()  # a chunked body has no content-length: check what arrived
         if len(body) > settings.max_body_bytes:
             raise ApiError(413, f"Request body over the limit of {settings.max_body_bytes} bytes.", code="body_too_large")
-        return body
+        try:
+            return schema.model_validate_json(body)
+        except ValueError as err:  # pydantic's ValidationError, incl. malformed JSON
+            raise RequestValidationError(err.errors()) from None
 
     def pick_variant(model: str | None, key: str) -> str:
         if model is not None and model not in model_ids:
@@ -525,8 +529,9 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": req.model or settings.model_name}
 
-    def event(body: dict, text: str, finish_reason: str | None) -> str:
-        return "data: " + json.dumps({**body, "choices": [{"text": text, "index": 0, "logprobs": None,
+    def event(body: dict, text: str, finish_reason: str | None, index: int = 0) -> str:
+        """One server-sent event of OpenAI's completion stream (`body`: id, object, created, model)."""
+        return "data: " + json.dumps({**body, "choices": [{"text": text, "index": index, "logprobs": None,
                                                             "finish_reason": finish_reason}]}) + "\n\n"
 
     async def live_events(req: CompletionRequest, prompt: str, variant: str, max_tokens: int, stops: list[str],
@@ -572,10 +577,7 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
     @app.post("/v1/completions")
     async def completions(request: Request):
         start = time.perf_counter()
-        try:
-            req = CompletionRequest.model_validate_json(await read_body(request))
-        except ValueError as err:  # pydantic's ValidationError, incl. malformed JSON
-            raise RequestValidationError(err.errors()) from None
+        req = await parse_body(request, CompletionRequest)
         if req.max_tokens is not None and req.max_tokens > settings.max_tokens_limit:
             raise ApiError(400, f"max_tokens = {req.max_tokens} is over the limit of {settings.max_tokens_limit}.",
                            param="max_tokens", code="invalid_value")
@@ -616,15 +618,11 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
     async def stream_chunks(body: dict, tokenizer):
         """OpenAI's stream of an answer already whole (cached, several prompts, or an output filter to apply): one
         chunk per token of text, the last with finish_reason, then [DONE]."""
+        head = {k: v for k, v in body.items() if k not in ("choices", "usage")}
         for choice in body["choices"]:
             for piece in token_pieces(choice["text"], tokenizer):
-                chunk = {**body, "choices": [{"text": piece, "index": choice["index"], "logprobs": None, "finish_reason": None}]}
-                chunk.pop("usage")
-                yield f"data: {json.dumps(chunk)}\n\n"
-            last = {**body, "choices": [{"text": "", "index": choice["index"], "logprobs": None,
-                                         "finish_reason": choice["finish_reason"]}]}
-            last.pop("usage")
-            yield f"data: {json.dumps(last)}\n\n"
+                yield event(head, piece, None, choice["index"])
+            yield event(head, "", choice["finish_reason"], choice["index"])
         yield "data: [DONE]\n\n"
 
     # ------------------------------------------------ classification
@@ -632,10 +630,7 @@ def create_app(settings: P.ServeParams, served: dict[str, Served]):
     @app.post("/v1/classify")
     async def classify(request: Request):
         start = time.perf_counter()
-        try:
-            req = ClassifyRequest.model_validate_json(await read_body(request))
-        except ValueError as err:
-            raise RequestValidationError(err.errors()) from None
+        req = await parse_body(request, ClassifyRequest)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if not texts:
             raise ApiError(400, "Invalid value for 'input': at least one text is required.", param="input")
