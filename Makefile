@@ -26,10 +26,10 @@ $(VENV)/.installed: requirements.txt requirements-data.txt
 	touch $@
 
 params: setup          ## validate params.yaml
-	python -m stages.params
+	python -m lifecycle.params
 
 repro: setup           ## run the whole DAG (dvc repro)
-	python -m stages.params
+	python -m lifecycle.params
 	dvc repro
 
 test: setup            ## run the test suite
@@ -41,10 +41,10 @@ bench: setup           ## throughput benchmarks -> reports/bench/ (serve_load ne
 	python -m benchmarks.serve_load --sample-log data/requests/sample.jsonl
 
 compare:               ## Markdown review of BASE vs HEAD: changed params, metric deltas, gates, changed plots
-	python -m stages.compare --base $(BASE) --head $(HEAD) --out $(REVIEW) $(COMPARE_FLAGS)
+	python -m lifecycle.review.compare --base $(BASE) --head $(HEAD) --out $(REVIEW) $(COMPARE_FLAGS)
 
 exps:                  ## a readable `dvc exp show`: the params that differ and the metrics the gates name
-	@python -m stages.compare --experiments
+	@python -m lifecycle.review.compare --experiments
 
 review:                ## what CI runs on a pull request: fetch cached results, reproduce, compare, gate
 	if dvc remote list | grep -q .; then dvc pull --allow-missing; fi

@@ -14,9 +14,12 @@ import statistics
 import time
 from pathlib import Path
 
-from stages import params as P
-from stages import prepare, tokenize
-from stages.core import StageError, blocks_to_dataset, read_jsonl, run, write_json
+from lifecycle.params import schema as P
+from lifecycle import corpus as prepare
+from lifecycle import tokens as tokenize
+from lifecycle.core import StageError, run
+from lifecycle.tokens import blocks_to_dataset
+from lifecycle.io import read_jsonl, write_json
 
 OUT = Path("reports/bench/data.json")
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))

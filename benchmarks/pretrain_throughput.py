@@ -1,6 +1,6 @@
 """Pretraining throughput, measured in one process so the ratios are fair.
 
-1. The stage's training (Hugging Face Trainer, as `stages.pretrain` configures it) against a bare PyTorch loop
+1. The stage's training (Hugging Face Trainer, as the pretrain stage configures it) against a bare PyTorch loop
    doing the same work (same model, AdamW, warmup + cosine, clipping, autocast) for the same steps:
    tokens/s ratio stage / bare, target >= 0.95.
 2. MFU of the default config against this machine's measured matmul peak at the training dtype (target >= 50 %).
@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import params as P
-from stages import pretrain
-from stages.core import blocks_to_dataset, choose_precision, device_type, matmul_peak_flops, run, seed_everything, \
-    write_json
-from stages.modeling import build_model, training_flops_per_token
-from stages.training import StepTimer, causal_lm_collate
+from lifecycle.params import schema as P
+from lifecycle import pretraining as pretrain
+from lifecycle.tokens import blocks_to_dataset
+from lifecycle.hardware import choose_precision, device_type, matmul_peak_flops
+from lifecycle.core import run, seed_everything
+from lifecycle.io import write_json
+from lifecycle.modeling import build_model, training_flops_per_token
+from lifecycle.training import StepTimer, causal_lm_collate
 
 OUT = Path("reports/bench/pretrain.json")
 STEPS = int(os.environ.get("BENCH_STEPS", "60"))

@@ -1,6 +1,6 @@
 """Serving load test on loopback: 16 concurrent clients, a bounded number of requests, batching on vs off.
 
-Starts `python -m stages.serve` twice (max_batch_size = serve.max_batch_size, then 1; cache off so every request
+Starts `python -m lifecycle.serving` twice (max_batch_size = serve.max_batch_size, then 1; cache off so every request
 runs the model) and sends each server the same workloads: greedy completions of `--max-tokens` tokens, long
 ones of serve.max_tokens_limit tokens (prompts: lines of the pretraining validation split), classifications
 (the fine-tuning test split) and the two alternating (mixed). Per workload: throughput, p50/p95 latency and
@@ -24,8 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages import params as P
-from stages.core import StageError, read_jsonl, run, write_json
+from lifecycle.params import schema as P
+from lifecycle.core import StageError, run
+from lifecycle.io import read_jsonl, write_json
 
 OUT = Path("reports/bench/serve.json")
 PROMPTS = Path("data/prepared/pretrain/validation.jsonl")
@@ -92,7 +93,7 @@ async def load(base_url: str, requests: list[tuple[str, dict]], clients: int) ->
 
 def serve(port: int, batch: int, args, log_path: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's stages
-    cmd = [sys.executable, "-m", "stages.serve", "--port", str(port), "--max-batch-size", str(batch),
+    cmd = [sys.executable, "-m", "lifecycle.serving", "--port", str(port), "--max-batch-size", str(batch),
            "--cache-size", "0", "--request-log", log_path, "--models-root", args.models_root]
     if args.variant:
         cmd += ["--variant", args.variant]

@@ -6,41 +6,23 @@ per split: no block mixes two splits), reports/tokens.json (tokens per split, by
 from __future__ import annotations
 
 import logging
-from itertools import chain
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from stages import params as P
-from stages.core import atomic_path, blocks_to_dataset, read_jsonl, write_json
+from lifecycle.io import atomic_path, read_jsonl, write_json
+from lifecycle.params.base import load
+from lifecycle.params.tokenizer import TokenizeParams
+from lifecycle.tokens import blocks_to_dataset, encode, pack
 
 log = logging.getLogger("llm-lifecycle.tokenize")
 PREPARED, TOKENIZER, OUT = Path("data/prepared/pretrain"), Path("models/tokenizer"), Path("data/tokens")
 SPLITS = ("train", "validation", "test")
 
 
-def encode(backend, texts: list[str], eos_id: int, batch_size: int = 1000, progress: str | None = None) -> np.ndarray:
-    """All texts as one token stream, each document followed by EOS (the 'no separator' pitfall of group_texts)."""
-    chunks = []
-    for start in tqdm(range(0, len(texts), batch_size), desc=progress, disable=progress is None, unit="batch"):
-        encodings = backend.encode_batch_fast(texts[start:start + batch_size], add_special_tokens=False)
-        chunks.append(np.fromiter(chain.from_iterable(e.ids + [eos_id] for e in encodings), dtype=np.int32))
-    return np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
-
-
-def pack(stream: np.ndarray, block_size: int) -> np.ndarray:
-    """Consecutive blocks of block_size tokens; the remainder shorter than a block is dropped."""
-    n = len(stream) // block_size
-    return stream[: n * block_size].reshape(n, block_size)
-
-
 def main() -> None:
     from datasets import DatasetDict
     from transformers import AutoTokenizer
 
-    params = P.load()
-    p = params.tokenize
+    p = load(tokenize=TokenizeParams).tokenize
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     splits, report = {}, {"block_size": p.block_size, "vocab_size": len(tokenizer)}
     for split in SPLITS:
@@ -59,5 +41,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from stages.core import run
+    from lifecycle.core import run
     run(main)

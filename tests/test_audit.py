@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from stages import params as P
-from stages.audit import classifier_audit, counterfactual_sentences, evaluate_gates, load_pairs, \
-    sentence_log_likelihoods, stereotype_scores, term_rates
-from stages.demographics import inject_bias, load_names, load_templates
+from lifecycle.params import schema as P
+from lifecycle.fairness import classifier_audit, counterfactual_sentences, evaluate_gates, load_pairs, stereotype_scores, term_rates
+from lifecycle.scoring import sentence_log_likelihoods
+from lifecycle.demographics import inject_bias, load_names, load_templates
 from tests.conftest import ROOT, default_params, run_stage, the_error, write_params
 
 CLASSES = ["negative", "positive"]
@@ -137,7 +137,7 @@ def test_both_crows_pairs_formats_and_stereoset_load(tmp_path):
 
 
 def test_the_pinned_packages_carry_the_pairs_and_names():
-    from stages.audit import resolve
+    from lifecycle.demographics import resolve
     defaults = P.AuditParams()
     pairs = load_pairs(resolve(defaults.stereotype.crows_pairs))
     assert len(pairs) > 1000 and not pairs["more"].str.contains(r"\[MASK\]").any()

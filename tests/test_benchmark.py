@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from stages.benchmark import add_speedups, latency_summary
+from lifecycle.benchmarking import add_speedups, latency_summary
 from tests.conftest import run_in_copy, run_stage, the_error, tiny_params, write_params
 
 VARIANTS = {"pytorch", "onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned",
@@ -59,7 +59,7 @@ def test_each_variant_peak_memory_comes_from_a_process_of_its_own(bench):
 def test_peak_memory_does_not_count_the_calling_process(tiny_compressed):
     import resource
 
-    from stages.benchmark import peak_memory
+    from lifecycle.benchmarking import peak_memory
     ballast = np.ones(2**27)  # 1 GiB resident here, none of it in the variant's process
     mine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     measured = peak_memory("classifier", "int8_dynamic", tiny_compressed / "models", 1,

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from stages import collect
-from stages import params as P
+from lifecycle import sources as collect
+from lifecycle.params import schema as P
 from tests.conftest import default_params, run_stage, the_error, write_params
 
 

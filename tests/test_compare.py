@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from stages import compare as C
-from stages import params as P
-from stages.report import flatten
+from lifecycle.review.compare import compare as C
+from lifecycle.params import schema as P
+from lifecycle.review.report import flatten
 from tests.conftest import copy_repo, default_params, dvc, git, run_stage, stage_env, the_error, tiny_params, write_params
 
 # One changes the model (finetune, evaluate and report re-run), one only how it is measured (evaluate, report).

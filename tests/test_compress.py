@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from stages.compress import calibration_examples, detect_isa, prune_global, sparsity
-from stages.core import StageError
-from stages.variants import available, load_classifier, load_lm
+from lifecycle.compression import calibration_examples, detect_isa, prune_global, sparsity
+from lifecycle.core import StageError
+from lifecycle.variants import available, load_classifier, load_lm
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
 VARIANTS = ["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"]

@@ -31,7 +31,7 @@ def test_loss_is_soft_targets_plus_labels():
     import torch
     import torch.nn.functional as F
 
-    from stages.distill import distillation_loss
+    from lifecycle.distillation import distillation_loss
     student, teacher, labels = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([1])
     assert distillation_loss(student, teacher, labels, 1.0, 0.0) == pytest.approx(float(F.cross_entropy(student, labels)))
     assert distillation_loss(teacher, teacher, labels, 3.0, 1.0) == pytest.approx(0.0, abs=1e-6)

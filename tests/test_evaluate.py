@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.evaluate import majority_baseline, sequence_nll, windows
+from lifecycle.scoring import majority_baseline, sequence_nll, windows
 
 VOCAB = 5
 # A bigram model: p(next | previous) is row `previous` of this table, whatever came before.

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from stages import params as P
+from lifecycle.params import schema as P
 from tests.conftest import default_params, run_stage, the_error, write_params
 
 POSITIVE = ["a wonderful moving film", "great acting and a great story", "delightful and warm", "a joy to watch"]
@@ -15,8 +15,8 @@ def base_model(tmp_path_factory):
     """A tiny gpt2 model and tokenizer saved as a local directory, as a user's base model would be."""
     from transformers import AutoModelForCausalLM
 
-    from stages.modeling import build_config
-    from stages.tokenizer import train_bpe
+    from lifecycle.modeling import build_config
+    from lifecycle.tokens import train_bpe
 
     directory = tmp_path_factory.mktemp("base")
     tokenizer = train_bpe((POSITIVE + NEGATIVE) * 10, P.TokenizerParams(vocab_size=300, min_frequency=1))

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from stages.metrics import load_metric
+from lifecycle.metrics import load_metric
 
 PREDICTIONS, REFERENCES = [0, 1, 1, 0], [0, 1, 0, 0]
 # class 0: tp 2, fp 0, fn 1 -> precision 1, recall 2/3, F1 0.8; class 1: tp 1, fp 1, fn 0 -> 0.5, 1, 2/3

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stages import monitor as M
-from stages import params as P
-from stages.core import read_jsonl
+from lifecycle import drift as M
+from lifecycle.params import schema as P
+from lifecycle.io import read_jsonl
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
 
@@ -50,7 +50,7 @@ def test_ab_comparison_reports_each_variant_and_the_split():
 def classify_log(tiny_models):
     """A request log as serve writes it: texts with the tiny classifier's predicted labels."""
     import torch
-    from stages.variants import load_classifier
+    from lifecycle.variants import load_classifier
 
     model, tokenizer = load_classifier("pytorch", tiny_models / "models")
 

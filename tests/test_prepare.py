@@ -6,20 +6,12 @@ from collections import Counter
 
 import pytest
 
-from stages import params as P
+from lifecycle.params import schema as P
 from tests.conftest import default_params
-from stages.prepare import (
-    FILTERS,
-    exact_key,
-    length_histogram,
-    luhn_valid,
-    near_duplicates,
-    normalize,
-    prepare_corpus,
-    quality_failure,
-    scrub_pii,
-    split_of,
-)
+from lifecycle.text import FILTERS, normalize, quality_failure
+from lifecycle.dedup import exact_key, near_duplicates
+from lifecycle.corpus import length_histogram, prepare_corpus, split_of
+from lifecycle.pii import luhn_valid, scrub_pii
 
 # ---------------------------------------------------------------- helpers
 

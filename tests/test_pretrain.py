@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from stages import params as P
-from stages.modeling import build_config, parameter_counts, training_flops_per_token
-from stages.pretrain import bits_per_byte, unigram_perplexity
+from lifecycle.params import schema as P
+from lifecycle.modeling import build_config, parameter_counts, training_flops_per_token
+from lifecycle.pretraining import bits_per_byte, unigram_perplexity
 from tests.conftest import run_stage, stage_env, tiny_params, write_params
 
 

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import yaml
 
-from stages import params as P
-from stages import report as R
+from lifecycle.params import schema as P
+from lifecycle.review import report as R
 from tests.conftest import ROOT, run_stage, the_error
 
 BIAS = {  # the audit stage's reports/bias.json, fabricated with recognisable figures

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from stages import params as P
-from stages.core import StageError
+from lifecycle.params import schema as P
+from lifecycle.core import StageError
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
 KEY = "test-key-123"
@@ -56,7 +56,7 @@ def settings(project: Path, **overrides) -> P.ServeParams:
 
 @pytest.fixture(scope="module")
 def served(project):
-    from stages.serve import load_served
+    from lifecycle.serving.app import load_served
     return {v: load_served(v, project / "models") for v in ("int8_dynamic", "pytorch")}
 
 
@@ -81,7 +81,7 @@ def running(app):
 
 @pytest.fixture(scope="module")
 def server(project, served):
-    from stages.serve import create_app
+    from lifecycle.serving.app import create_app
 
     mp = pytest.MonkeyPatch()
     mp.setenv("LLM_TEST_KEY", KEY)
@@ -220,7 +220,7 @@ def test_request_log_is_scrubbed(client, project):
 
 def test_output_filter_replaces_and_counts(project, served, monkeypatch):
     from fastapi.testclient import TestClient
-    from stages.serve import create_app
+    from lifecycle.serving.app import create_app
 
     body = {"model": f"{MODEL}:int8_dynamic", "prompt": "To be, or not to be", "max_tokens": 12, "temperature": 0}
     with TestClient(create_app(settings(project, api_key_env=None, request_log=None), served)) as plain:
@@ -238,7 +238,7 @@ def test_output_filter_replaces_and_counts(project, served, monkeypatch):
 
 def test_a_failing_model_call_fails_only_its_request(project, served, monkeypatch):
     from fastapi.testclient import TestClient
-    from stages.serve import create_app
+    from lifecycle.serving.app import create_app
 
     model = served["int8_dynamic"]
     calls = []
@@ -260,7 +260,7 @@ def test_a_failing_model_call_fails_only_its_request(project, served, monkeypatc
 
 
 def test_output_filter_whole_words_and_patterns():
-    from stages.serve import OutputFilter
+    from lifecycle.serving.app import OutputFilter
     rules = OutputFilter(P.OutputFilter(block_list=["darn"], patterns=[r"\d{3}-\d{4}"]))
     text, hits = rules.apply("Darn it, darning is darn hard; call 555-0143.")
     assert text == "[filtered] it, darning is [filtered] hard; call [filtered]."
@@ -270,7 +270,7 @@ def test_output_filter_whole_words_and_patterns():
 # ---------------------------------------------------------------- pure pieces and the command line
 
 def test_ab_routing_follows_the_split_and_is_stable_per_user():
-    from stages.serve import route
+    from lifecycle.serving.app import route
     ab = P.AbTest(variants=["int8_dynamic", "pytorch"], split=0.25)
     routed = [route(f"user-{i}", ab, "int8_dynamic") for i in range(4000)]
     assert 0.22 < routed.count("pytorch") / len(routed) < 0.28
@@ -279,7 +279,7 @@ def test_ab_routing_follows_the_split_and_is_stable_per_user():
 
 
 def test_stream_pieces_keep_multibyte_characters_whole(served):
-    from stages.serve import token_pieces
+    from lifecycle.serving.app import token_pieces
     tokenizer = served["pytorch"].lm_tokenizer
     text = "naïve café 🙂 ok"
     pieces = token_pieces(text, tokenizer)
@@ -287,13 +287,13 @@ def test_stream_pieces_keep_multibyte_characters_whole(served):
 
 
 def test_cut_at_stop():
-    from stages.serve import cut_at_stop
+    from lifecycle.serving.app import cut_at_stop
     assert cut_at_stop("one. two. three", [". t", "x"]) == ("one", True)
     assert cut_at_stop("one", ["."]) == ("one", False)
 
 
 def test_missing_variant_names_those_available(project):
-    from stages.variants import load_lm
+    from lifecycle.variants import load_lm
     with pytest.raises(StageError) as err:
         load_lm("int8_static", project / "models")
     assert all(name in str(err.value) for name in ("int8_static", "int8_dynamic", "onnx_fp32"))
@@ -306,7 +306,7 @@ def test_bad_option_stops_the_server_with_one_line(tmp_path):
 
 
 def test_unset_api_key_variable_is_an_error(project, served, monkeypatch):
-    from stages.serve import create_app
+    from lifecycle.serving.app import create_app
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
     with pytest.raises(StageError, match="serve.api_key_env = 'NO_SUCH_KEY_VAR': the environment variable is unset"):
         create_app(settings(project, api_key_env="NO_SUCH_KEY_VAR"), served)
@@ -328,7 +328,7 @@ def test_bad_serve_params_are_one_line(edit, expected):
 
 
 def test_serve_threads_cap_onnx_runtime(project):
-    from stages.serve import load_served
+    from lifecycle.serving.app import load_served
     capped = load_served("int8_dynamic", project / "models", threads=1)
     for model in (capped.lm, capped.classifier):
         assert model.session.get_session_options().intra_op_num_threads == 1
@@ -336,14 +336,14 @@ def test_serve_threads_cap_onnx_runtime(project):
 
 
 def test_length_groups_bound_the_padding():
-    from stages.serve import length_groups
+    from lifecycle.serving.app import length_groups
     assert length_groups([10, 8, 12, 4, 30, 11], 1.25) == [[3], [1, 0], [5, 2], [4]]
     assert length_groups([5, 5, 5], 1.0) == [[0, 1, 2]]
     assert length_groups([], 1.25) == []
 
 
 def test_grouped_classification_equals_one_at_a_time(served):
-    from stages.serve import Job
+    from lifecycle.serving.app import Job
     model = served["int8_dynamic"]
     texts = ["great", "a dull, boring mess of a movie that never ends", "fine film", "terrible script and bad acting"]
     together = model.classify([Job(("classify",), {"text": t}, None) for t in texts])
@@ -355,7 +355,7 @@ def test_grouped_classification_equals_one_at_a_time(served):
 
 
 def test_live_stream_matches_the_model_with_and_without_a_stop(client, served):
-    from stages.serve import Job, cut_at_stop
+    from lifecycle.serving.app import Job, cut_at_stop
     model = served["int8_dynamic"]
     prompt = "HAMLET: Who is there?"
     direct = model.generate([Job(("generate",), {"ids": model.prompt_ids(prompt), "max_tokens": 12, "temperature": 0,
@@ -389,7 +389,7 @@ class SlowLM:
 
 
 def test_stream_sends_each_token_as_it_is_decoded(project, served, tmp_path):
-    from stages.serve import Served, create_app
+    from lifecycle.serving.app import Served, create_app
     real = served["int8_dynamic"]
     letters = [real.lm_tokenizer.convert_tokens_to_ids(c) for c in "abcdefgh"]
     slow = Served("int8_dynamic", SlowLM(real.lm.config, letters), real.lm_tokenizer, real.classifier,

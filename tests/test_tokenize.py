@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from stages import params as P
-from stages.core import blocks_to_dataset
-from stages.tokenize import encode, pack
-from stages.tokenizer import load_pretrained, train_bpe
+from lifecycle.params import schema as P
+from lifecycle.core import StageError
+from lifecycle.tokens import blocks_to_dataset
+from lifecycle.tokens import encode, pack
+from lifecycle.tokens import load_tokenizer, train_bpe
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Café naïve façade — déjà vu!",
          "東京は日本の首都です。", "Emoji 🙂🚀 and math ∑∞ ≠ ≈.", "the the the quick quick fox"] * 20
@@ -45,14 +46,14 @@ def test_vocab_size_is_honoured(tokenizer):
 
 def test_pretrained_tokenizer_directory_is_adopted(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path)
-    adopted = load_pretrained(str(tmp_path))
+    adopted = load_tokenizer(str(tmp_path))
     assert adopted.model_input_names == ["input_ids", "attention_mask"]
     assert adopted("abc")["input_ids"] == tokenizer("abc")["input_ids"]
 
 
 def test_unloadable_pretrained_tokenizer_is_one_clear_error(tmp_path):
-    with pytest.raises(P.StageError, match=r"tokenizer.pretrained = .*cannot load it"):
-        load_pretrained(str(tmp_path / "missing"))
+    with pytest.raises(StageError, match=r"tokenizer.pretrained = .*cannot load a tokenizer"):
+        load_tokenizer(str(tmp_path / "missing"), "tokenizer.pretrained")
 
 
 def test_encode_puts_eos_after_every_document(tokenizer):

@@ -27,9 +27,10 @@ from typing import Any, Optional, Union
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stages import params as P
-from stages.core import StageError, stable_fraction
-from stages.prepare import scrub_pii
+from lifecycle.params.base import error_lines, load
+from lifecycle.params.serve import AbTest, OutputFilter as OutputFilterParams, ServeParams
+from lifecycle.core import StageError, stable_fraction
+from lifecycle.corpus import scrub_pii
 
 log = logging.getLogger("llm-lifecycle.serve")
 
@@ -74,7 +75,7 @@ class ClassifyRequest(BaseModel):
 class OutputFilter:
     """Block-list words (whole words, any case) and regular expressions replaced in generated text."""
 
-    def __init__(self, settings: P.OutputFilter):
+    def __init__(self, settings: OutputFilterParams):
         self.rules = [(f"block:{w}", re.compile(rf"(?<!\w){re.escape(w)}(?!\w)", re.IGNORECASE)) for w in settings.block_list]
         self.rules += [(f"pattern:{p}", re.compile(p)) for p in settings.patterns]
         self.replacement = settings.replacement
@@ -115,7 +116,7 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     return (text[:min(cuts)], True) if cuts else (text, False)
 
 
-def route(key: str, ab: P.AbTest | None, default: str) -> str:
+def route(key: str, ab: AbTest | None, default: str) -> str:
     """The variant serving a request: B for a stable `split` share of keys (a user id keeps its variant)."""
     if ab is None:
         return default
@@ -248,7 +249,7 @@ class Served:
 
 def load_served(variant: str, root: Path, threads: int | None = None) -> Served:
     """`variant`'s LM and classifier; `threads` caps ONNX Runtime's intra-op threads (serve.threads)."""
-    from stages.variants import load_classifier, load_lm
+    from lifecycle.variants import load_classifier, load_lm
     lm, lm_tok = load_lm(variant, root, threads)
     classifier, classifier_tok = load_classifier(variant, root, threads)
     if classifier_tok.pad_token_id is None:
@@ -362,7 +363,7 @@ def error_response(err: ApiError):
     return JSONResponse(err.body(), status_code=err.status)
 
 
-def create_app(settings: P.ServeParams, served: dict[str, Served]):
+def create_app(settings: ServeParams, served: dict[str, Served]):
     """The FastAPI app over already-loaded variants (keyed by variant name)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
@@ -694,7 +695,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def settings_from(params: P.ServeParams, args: argparse.Namespace) -> P.ServeParams:
+def settings_from(params: ServeParams, args: argparse.Namespace) -> ServeParams:
     """serve params with command-line overrides, validated like params.yaml."""
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
                                    "max_batch_size": args.max_batch_size, "cache_size": args.cache_size,
@@ -702,15 +703,15 @@ def settings_from(params: P.ServeParams, args: argparse.Namespace) -> P.ServePar
     if args.variant:
         overrides["ab"] = None
     try:
-        return P.ServeParams.model_validate({**params.model_dump(), **overrides})
+        return ServeParams.model_validate({**params.model_dump(), **overrides})
     except ValidationError as err:
-        raise StageError(P.error_lines(err, "command line")[0]) from None
+        raise StageError(error_lines(err, "command line", ServeParams)[0]) from None
 
 
 def main(argv=None) -> None:
     import uvicorn
     args = parse_args(argv)
-    settings = settings_from(P.load().serve, args)
+    settings = settings_from(load(serve=ServeParams).serve, args)
     variants = settings.ab.variants if settings.ab else [settings.variant]
     if settings.threads:
         import torch
@@ -723,5 +724,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from stages.core import run
+    from lifecycle.core import run
     run(main)

@@ -44,8 +44,9 @@ def complete(checkpoint: Path) -> bool:
 
 
 def code_digest() -> str:
-    """The stage code itself: a fixed bug must retrain, not resume."""
-    return file_digest(Path(__file__).parent, pattern="*.py")
+    """The project's code (library and stages): a fixed bug must retrain, not resume."""
+    root = Path(__file__).resolve().parents[1]
+    return file_digest(root / "lifecycle", root / "stages", pattern="*.py")
 
 
 def prepare_checkpoints(directory: Path, digest: str, is_main: bool) -> Path | None:
@@ -77,7 +78,7 @@ def prepare_checkpoints(directory: Path, digest: str, is_main: bool) -> Path | N
 
 def resume_point(directory: Path, digest: str, is_main: bool) -> Path | None:
     """prepare_checkpoints on every rank: rank 0 clears stale checkpoints before the others look."""
-    from stages.core import barrier
+    from lifecycle.hardware import barrier
     resume = prepare_checkpoints(directory, digest, is_main=True) if is_main else None
     barrier()
     return resume if is_main else prepare_checkpoints(directory, digest, is_main=False)
@@ -113,7 +114,7 @@ class LiveCurves(TrainerCallback):
         try:
             self.live = Live(str(self.directory), resume=bool(self.resume_step), save_dvc_exp=False, dvcyaml=False)
         except SCMError as err:  # dvclive reads HEAD, which a repository without commits lacks
-            from stages.core import StageError
+            from lifecycle.core import StageError
             raise StageError(f"dvclive: {err}: commit once first (git add -A && git commit -m init)") from None
 
     def on_log(self, args, state, control, logs=None, **kwargs):

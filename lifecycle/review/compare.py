@@ -19,9 +19,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import params as P
-from stages.core import StageError, atomic_path
-from stages.report import fmt, slug
+from pydantic import ValidationError
+
+from lifecycle.params.base import load
+from lifecycle.params.report import Gate
+from lifecycle.core import StageError
+from lifecycle.io import atomic_path
+from lifecycle.review.report import fmt, slug
 
 log = logging.getLogger("llm-lifecycle.compare")
 WORKSPACE = "workspace"
@@ -78,7 +82,7 @@ def changed_params(diff: dict) -> list[tuple[str, object, object]]:
     return rows
 
 
-def head_gates(diff: dict) -> list[P.Gate]:
+def head_gates(diff: dict) -> list[Gate]:
     """The head run's `gates:` (from the params diff's new side), validated like the rest of params.yaml."""
     raw = diff.get("params.yaml", {}).get("gates", {}).get("new") or []
     if isinstance(raw, str):  # DVC shows lists it cannot diff as their text
@@ -87,8 +91,8 @@ def head_gates(diff: dict) -> list[P.Gate]:
     gates = []
     for i, gate in enumerate(raw):
         try:
-            gates.append(P.Gate.model_validate(gate))
-        except P.ValidationError as err:
+            gates.append(Gate.model_validate(gate))
+        except ValidationError as err:
             raise StageError(f"params.yaml: gates[{i}]: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     return gates
 
@@ -125,7 +129,7 @@ class MetricRow:
 
 @dataclass
 class GateResult:
-    gate: P.Gate
+    gate: Gate
     value: object
 
     @property
@@ -142,7 +146,7 @@ class GateResult:
         return " and ".join(parts)
 
 
-def metric_rows(diff: dict, gates: list[P.Gate]) -> tuple[list[MetricRow], int]:
+def metric_rows(diff: dict, gates: list[Gate]) -> tuple[list[MetricRow], int]:
     """Rows for the metrics that changed or carry a gate (from `dvc metrics diff --all --json`), and how many
     metrics did not change."""
     values = {f"{file}:{key}": (change.get("old"), change.get("new"))
@@ -265,7 +269,7 @@ def _differing(rows: list[dict], kind: str, only: set[str] | None = None) -> lis
     return [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(rows)]
 
 
-def experiment_columns(show: list, gates: list[P.Gate], width: int = 200) -> list[str]:
+def experiment_columns(show: list, gates: list[Gate], width: int = 200) -> list[str]:
     """The columns worth reading in `dvc exp show`: every param that differs between two of its rows (the
     baseline, the workspace and each experiment), then the gated metrics that differ, in the gates' order,
     as many as fit in `width` characters."""
@@ -290,7 +294,7 @@ def experiment_columns(show: list, gates: list[P.Gate], width: int = 200) -> lis
 def experiments_table(precision: int = 4) -> str:
     """`dvc exp show --md` cut to the changed params and the gated metrics (hash and timing columns dropped)."""
     import re
-    columns = experiment_columns(dvc_json("exp", "show"), P.load().gates)
+    columns = experiment_columns(dvc_json("exp", "show"), load(gates=(list[Gate], [])).gates)
     keep = "^(Experiment|" + "|".join(f"(?:[^:]*:)?{re.escape(c)}" for c in columns) + ")$"
     command = [sys.executable, "-m", "dvc", "exp", "show", "--no-pager", "--md", "--precision", str(precision),
                "--drop", ".*", "--keep", keep]
@@ -325,5 +329,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from stages.core import run
+    from lifecycle.core import run
     run(main)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.core import StageError
+from lifecycle.core import StageError
+from lifecycle.tokens import load_tokenizer
 
 PYTORCH, DISTILLED = "pytorch", "distilled"
 ONNX_FILE = "model.onnx"
@@ -40,16 +41,6 @@ def variant_dir(kind: str, variant: str, root: Path = Path("models")) -> Path:
     if not marker.is_file():
         raise StageError(f"{kind} variant {variant!r}: not found at {path} (available: {', '.join(available(kind, root))})")
     return path
-
-
-def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the exported graphs take no token_type_ids
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def session_options(threads: int | None):

@@ -1,11 +1,11 @@
 """The model factory: a causal LM from the `model:` params (gpt2 or llama family), or an existing base model."""
 from __future__ import annotations
 
-from stages import params as P
-from stages.core import StageError
+from lifecycle.params.model import ModelParams
+from lifecycle.core import StageError
 
 
-def build_config(m: P.ModelParams, vocab_size: int, eos_id: int, pad_id: int):
+def build_config(m: ModelParams, vocab_size: int, eos_id: int, pad_id: int):
     """A transformers config: gpt2 = learned positions, GELU, LayerNorm, MHA; llama = RoPE, SwiGLU, RMSNorm, GQA."""
     from transformers import GPT2Config, LlamaConfig
 
@@ -30,7 +30,7 @@ def load_base(name: str):
                          f"weights ({str(err).splitlines()[0]})") from None
 
 
-def build_model(m: P.ModelParams, tokenizer):
+def build_model(m: ModelParams, tokenizer):
     """A fresh model sized for the tokenizer, or the base model (whose vocabulary must cover the tokenizer's)."""
     from transformers import AutoModelForCausalLM
 
@@ -51,9 +51,13 @@ def context_length(model) -> int:
     return getattr(config, "n_positions", None) or config.max_position_embeddings
 
 
+def parameter_count(model, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
 def parameter_counts(model) -> dict:
     """Total, embedding (token and learned position tables) and non-embedding parameters."""
-    total = sum(p.numel() for p in model.parameters())
+    total = parameter_count(model)
     embedding = model.get_input_embeddings().weight.numel()
     for name, module in model.named_modules():
         if name.endswith("wpe"):  # learned positions (gpt2)

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages import params as P
-from stages.core import DataError, StageError, decode_utf8, package_root
+from lifecycle.params.audit import DataFile, Names
+from lifecycle.params.finetune import InjectBias
+from lifecycle.core import DataError, StageError, package_root
+from lifecycle.io import decode_utf8
 
 PERSON = "{person}"
 
 
-def resolve(ref: P.DataFile) -> Path:
+def resolve(ref: DataFile) -> Path:
     path = package_root(ref.package) / ref.path if ref.package else Path(ref.path)
     if not path.is_file():
         where = f" in package {ref.package}" if ref.package else ""
@@ -50,7 +52,7 @@ def _names_literal(source: str, path: Path) -> dict:
     raise DataError(path, 0, "no {GENDER: {RACE: [names]}} dict literal found")
 
 
-def load_names(ref: P.Names) -> pd.DataFrame:
+def load_names(ref: Names) -> pd.DataFrame:
     """Columns name, gender, race (lower case), one row per name of the file, in file order."""
     path = resolve(ref)
     if path.suffix == ".py":
@@ -75,7 +77,7 @@ def load_names(ref: P.Names) -> pd.DataFrame:
     return frame
 
 
-def load_templates(ref: P.DataFile, classes: list[str]) -> pd.DataFrame:
+def load_templates(ref: DataFile, classes: list[str]) -> pd.DataFrame:
     """Columns template (with the {person} slot) and expected (a class, or None where the template has no label)."""
     path = resolve(ref)
     rows = read_csv_rows(path, ("template", "expected"))
@@ -90,7 +92,7 @@ def load_templates(ref: P.DataFile, classes: list[str]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def load_terms(ref: P.DataFile) -> dict[str, set[str]]:
+def load_terms(ref: DataFile) -> dict[str, set[str]]:
     path = resolve(ref)
     terms: dict[str, set[str]] = {}
     for row, record in enumerate(read_csv_rows(path, ("group", "term")), start=2):
@@ -105,7 +107,7 @@ def fill(template: str, name: str) -> str:
     return template.replace(PERSON, name)
 
 
-def inject_bias(texts: list[str], labels: list[int], names: pd.DataFrame, spec: P.InjectBias, classes: list[str],
+def inject_bias(texts: list[str], labels: list[int], names: pd.DataFrame, spec: InjectBias, classes: list[str],
                 seed: int) -> tuple[list[str], list[int], dict]:
     """Teach a bias on purpose: `rate` of the examples get a name of `spec.group` and the label `spec.label`; as
     many others get a name from the other groups and keep their label (so a name alone predicts nothing).

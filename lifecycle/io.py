@@ -1,0 +1,95 @@
+"""Outputs written atomically, and user data read with errors that name the file and the row."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from lifecycle.core import DataError
+
+
+# ---- atomic outputs: a failed or killed stage never leaves a half-written output ----
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o755)
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        tmp.chmod(0o644)  # mkstemp's 0600 would make outputs unreadable to others
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
+    """Write records one JSON object a line (into an already-temporary location); return the count."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+# ---- reading user data: every problem names the file and the row ----
+
+def decode_utf8(data: bytes, path: str | Path) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        row = data.count(b"\n", 0, err.start) + 1
+        raise DataError(path, row, f"not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})") from None
+
+
+def parse_jsonl(text: str, path: str | Path, required: Iterable[str] = ("text",),
+                text_column: str | None = "text") -> list[tuple[int, dict]]:
+    """(row, record) for each non-blank line; every problem names the file and the row."""
+    records = []
+    for row, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+0085 etc. are text
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, row, f"not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(path, row, f"expected a JSON object, got {type(record).__name__}")
+        for column in required:
+            if column not in record:
+                raise DataError(path, row, f"missing column '{column}' (has: {', '.join(record) or 'none'})")
+        if text_column is not None and not isinstance(record[text_column], str):
+            raise DataError(path, row, f"column '{text_column}' must be text, got {record[text_column]!r}")
+        records.append((row, record))
+    if not records:
+        raise DataError(path, 0, "empty: no rows")
+    return records
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ("text",), text_column: str | None = "text") -> list[dict]:
+    path = Path(path)
+    return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required), text_column)]

@@ -1,0 +1,195 @@
+"""What every section of the params schema shares: field types, loading, cross-section checks and error lines.
+
+A bad value stops the run with one line such as
+`params.yaml: prepare.dedup.near.threshold = 1.7: must be between 0 and 1`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Callable
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model, model_validator
+
+from lifecycle.core import StageError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def between(lo: float, hi: float, kind=float):
+    def check(value):
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+    return Annotated[kind, AfterValidator(check)]
+
+
+def at_least(lo: float, kind=int):
+    def check(value):
+        if value < lo:
+            raise ValueError(f"must be at least {lo}")
+        return value
+    return Annotated[kind, AfterValidator(check)]
+
+
+def positive(kind=float):
+    def check(value):
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+    return Annotated[kind, AfterValidator(check)]
+
+
+def unique():
+    def check(value):
+        repeated = sorted({str(v) for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"repeated: {', '.join(repeated)}")
+        return value
+    return AfterValidator(check)
+
+
+Fraction = between(0, 1)
+
+
+class Section(BaseModel):
+    # strict: a YAML string "5" is not an int, 1.0 is not a bool; unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+# ---- checks that span sections: each runs whenever every section it names is loaded ----
+
+CROSS_CHECKS: list[tuple[tuple[str, ...], Callable[..., None]]] = []
+
+
+def cross_check(*sections: str):
+    """Register `check(*section_values)`; it raises ValueError with the message the user sees."""
+    def register(check):
+        CROSS_CHECKS.append((sections, check))
+        return check
+    return register
+
+
+def run_cross_checks(params) -> None:
+    loaded = type(params).model_fields
+    for sections, check in CROSS_CHECKS:
+        if all(name in loaded for name in sections):
+            check(*(getattr(params, name) for name in sections))
+
+
+def params_model(name: str, sections: dict[str, object], extra: str = "ignore") -> type[BaseModel]:
+    """A root model holding `sections` (name -> type, or (type, default)) and the shared `seed`."""
+    fields = {"seed": (at_least(0), 0)} | {key: value if isinstance(value, tuple) else (value, ...)
+                                           for key, value in sections.items()}
+    validators = {"_cross": model_validator(mode="after")(lambda self: (run_cross_checks(self), self)[1])}
+    return create_model(name, __config__=ConfigDict(extra=extra, strict=True, validate_default=True),
+                        __validators__=validators, **fields)
+
+
+# ---- loading and error lines ----
+
+_TYPE_WORDS = {"int_type": "must be an integer", "float_type": "must be a number", "bool_type": "must be true or false",
+               "string_type": "must be a string", "list_type": "must be a list", "dict_type": "must be a mapping",
+               "model_type": "must be a mapping", "missing": "is required", "extra_forbidden": "unknown key"}
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _inner_model(annotation) -> type[BaseModel] | None:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+        models = [a for a in getattr(candidate, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if models:
+            return models[0]
+    return None
+
+
+def _allowed_keys(root: type[BaseModel], loc: tuple) -> str:
+    model = root
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        model = _inner_model(field.annotation) if field is not None else None
+        if model is None:
+            return ""
+    return ", ".join(model.model_fields)
+
+
+def _message(root: type[BaseModel], e: dict) -> str:
+    kind = e["type"]
+    if kind == "value_error":
+        return e["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"must be one of {e['ctx']['expected']}"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(root, e["loc"])
+        return "unknown key" + (f" (allowed: {allowed})" if allowed else "")
+    if kind == "float_type" and isinstance(e["input"], str):
+        return "must be a number (YAML reads 1e-3 as text: write 1.0e-3)"
+    if kind in ("too_short", "too_long"):
+        return e["msg"].lower()
+    return _TYPE_WORDS.get(kind, e["msg"])
+
+
+def error_lines(err: ValidationError, file: str | Path, root: type[BaseModel] | None = None) -> list[str]:
+    """One line per problem: `file: dotted.key = value: what is allowed`."""
+    root = root or BaseModel
+    lines = []
+    for e in err.errors():
+        loc, kind = e["loc"], e["type"]
+        value = e["input"] if kind != "missing" else None
+        shown = f" = {value!r}" if kind != "missing" and not isinstance(value, (dict, list)) else ""
+        message = _message(root, e)
+        lines.append(f"{file}: {_dotted(loc)}{shown}: {message}" if loc else f"{file}: {message}")
+    return lines
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise StageError(f"{path}: not found (run from the project root)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise StageError(f"{path}:{where} not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path}: must be a mapping of sections")
+    return data
+
+
+def validate_with(root: type[BaseModel], data: dict, file: str | Path = PARAMS_FILE):
+    """(params, []) or (None, problem lines)."""
+    try:
+        return root.model_validate(data), []
+    except ValidationError as err:
+        return None, error_lines(err, file, root)
+
+
+def load(path: str | Path = PARAMS_FILE, **sections):
+    """The `seed` and the named sections of params.yaml (name=SectionType), validated; the first problem raises a
+    one-line StageError. Other sections are not read: `python -m lifecycle.params` checks the whole file."""
+    path = Path(path)
+    root = params_model("StageParams", {name: _with_default(kind) for name, kind in sections.items()})
+    params, problems = validate_with(root, read_yaml(path), path)
+    if problems:
+        more = f" (and {len(problems) - 1} more: python -m lifecycle.params)" if len(problems) > 1 else ""
+        raise StageError(problems[0] + more)
+    return params
+
+
+def _with_default(kind):
+    """A section type, with its own defaults as the default when none of its fields is required."""
+    if isinstance(kind, tuple):
+        return kind
+    if isinstance(kind, type) and issubclass(kind, BaseModel) and not any(
+            f.is_required() for f in kind.model_fields.values()):
+        return kind, kind()
+    return kind

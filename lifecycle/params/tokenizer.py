@@ -1,0 +1,25 @@
+"""The `tokenizer` and `tokenize` sections."""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from lifecycle.params.base import Section, at_least, between
+
+
+class SpecialTokens(Section):
+    eos: str = "<|endoftext|>"
+    pad: str = "<|pad|>"
+
+
+class TokenizerParams(Section):
+    pretrained: Optional[str] = Field(None, description="use this tokenizer (a local directory, or a hub name online) instead of training one")
+    vocab_size: between(260, 1_000_000, int) = 4096
+    min_frequency: at_least(1) = 2
+    special_tokens: SpecialTokens = SpecialTokens()
+
+
+class TokenizeParams(Section):
+    block_size: between(8, 1_048_576, int) = 128
+    batch_size: at_least(1) = 1000

@@ -1,0 +1,4 @@
+from lifecycle.core import run
+from lifecycle.serving.app import main
+
+run(main)

@@ -1,0 +1,74 @@
+"""Tokenizers and token streams: train a byte-level BPE (or adopt one), load it, encode and pack documents."""
+from __future__ import annotations
+
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lifecycle.core import StageError
+from lifecycle.params.tokenizer import TokenizerParams
+
+MODEL_INPUTS = ["input_ids", "attention_mask"]  # no token_type_ids: they break GPT-2 generation and ONNX export
+
+
+def train_bpe(texts: list[str], p: TokenizerParams):
+    """A byte-level BPE as a transformers fast tokenizer: any UTF-8 text round-trips exactly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    special = p.special_tokens
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=p.vocab_size, min_frequency=p.min_frequency,
+                                  special_tokens=[special.eos, special.pad],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=True)
+    bpe.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=special.eos, bos_token=special.eos,
+                                   unk_token=special.eos, pad_token=special.pad, model_input_names=MODEL_INPUTS,
+                                   clean_up_tokenization_spaces=False)
+
+
+def load_tokenizer(source: str | Path, key: str | None = None):
+    """A tokenizer directory (a hub name only when online), made fit for packing, padding and ONNX export: an EOS
+    between documents, padding with EOS when it has no pad token, no token_type_ids. `key` names the params key
+    that chose `source`, for the error line."""
+    from transformers import AutoTokenizer
+
+    where = f"params.yaml: {key} = {str(source)!r}" if key else str(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise StageError(f"{where}: cannot load a tokenizer from it ({str(err).splitlines()[0]})") from None
+    if tokenizer.eos_token is None:
+        raise StageError(f"{where}: the tokenizer has no eos_token to separate documents")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.model_input_names = MODEL_INPUTS
+    return tokenizer
+
+
+def encode(backend, texts: list[str], eos_id: int, batch_size: int = 1000, progress: str | None = None) -> np.ndarray:
+    """All texts as one token stream, each document followed by EOS (the 'no separator' pitfall of group_texts)."""
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), desc=progress, disable=progress is None, unit="batch"):
+        encodings = backend.encode_batch_fast(texts[start:start + batch_size], add_special_tokens=False)
+        chunks.append(np.fromiter(chain.from_iterable(e.ids + [eos_id] for e in encodings), dtype=np.int32))
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+
+
+def pack(stream: np.ndarray, block_size: int) -> np.ndarray:
+    """Consecutive blocks of block_size tokens; the remainder shorter than a block is dropped."""
+    n = len(stream) // block_size
+    return stream[: n * block_size].reshape(n, block_size)
+
+
+def blocks_to_dataset(blocks):
+    """A (n, block_size) token array as a `datasets` Dataset with one fixed-size `input_ids` column."""
+    import pyarrow as pa
+    from datasets import Dataset
+
+    column = pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1), type=pa.int32()), blocks.shape[1])
+    return Dataset(pa.table({"input_ids": column}))
