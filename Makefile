@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro test bench params compare exps review clean
+.PHONY: setup repro test lint deps bench params compare exps review clean
 
 # Comparison of two runs (commit, branch, experiment name or workspace) -> $(REVIEW)/compare.md + plots/*.png
 BASE   ?= main
@@ -32,8 +32,14 @@ repro: setup           ## run the whole DAG (dvc repro)
 	python -m lifecycle.params
 	dvc repro
 
-test: setup            ## run the test suite
+test: setup lint       ## run the style checks and the test suite
 	python -m pytest -q
+
+lint: setup            ## ruff (settings in pyproject.toml)
+	ruff check .
+
+deps: setup            ## check that each stage's code deps in dvc.yaml equal its imports (DEPS_FLAGS=--write fixes them)
+	python -m lifecycle.deps $(DEPS_FLAGS)
 
 bench: setup           ## throughput benchmarks -> reports/bench/ (serve_load needs the compress stage's int8 models)
 	python -m benchmarks.data_throughput

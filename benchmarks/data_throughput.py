@@ -14,12 +14,12 @@ import statistics
 import time
 from pathlib import Path
 
-from lifecycle.params import schema as P
 from lifecycle import corpus as prepare
 from lifecycle import tokens as tokenize
 from lifecycle.core import StageError, run
-from lifecycle.tokens import blocks_to_dataset
 from lifecycle.io import read_jsonl, write_json
+from lifecycle.params import schema as P
+from lifecycle.tokens import blocks_to_dataset
 
 OUT = Path("reports/bench/data.json")
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
@@ -67,7 +67,8 @@ def bench_tokenize(params: P.Params, repeats: int) -> dict:
         ours_s.append(timed(ours, 1))
         direct_s.append(timed(direct, 1))
     ours_t, direct_t = statistics.median(ours_s), statistics.median(direct_s)
-    return {"megabytes": round(megabytes, 3), "pipeline_seconds": round(ours_t, 4), "direct_seconds": round(direct_t, 4),
+    return {"megabytes": round(megabytes, 3), "pipeline_seconds": round(ours_t, 4),
+            "direct_seconds": round(direct_t, 4),
             "pipeline_mb_per_s": round(megabytes / ours_t, 3), "direct_mb_per_s": round(megabytes / direct_t, 3),
             "ratio_to_direct": round(direct_t / ours_t, 3), "target_ratio": 0.8}
 
@@ -83,7 +84,8 @@ def main() -> None:
               "tokenize": bench_tokenize(params, REPEATS)}
     write_json(OUT, result)
     print(f"prepare: {result['prepare']['mb_per_s']} MB/s; tokenize: {result['tokenize']['pipeline_mb_per_s']} MB/s "
-          f"= {result['tokenize']['ratio_to_direct']} x the direct encoder ({result['tokenize']['direct_mb_per_s']} MB/s)")
+          f"= {result['tokenize']['ratio_to_direct']} x the direct encoder "
+          f"({result['tokenize']['direct_mb_per_s']} MB/s)")
 
 
 if __name__ == "__main__":

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lifecycle.params import schema as P
 from lifecycle import pretraining as pretrain
-from lifecycle.tokens import blocks_to_dataset
-from lifecycle.hardware import choose_precision, device_type, matmul_peak_flops
 from lifecycle.core import run, seed_everything
+from lifecycle.hardware import choose_precision, device_type, matmul_peak_flops
 from lifecycle.io import write_json
 from lifecycle.modeling import build_model, training_flops_per_token
+from lifecycle.params import schema as P
+from lifecycle.tokens import blocks_to_dataset
 from lifecycle.training import StepTimer, causal_lm_collate
 
 OUT = Path("reports/bench/pretrain.json")
@@ -48,7 +48,8 @@ def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) ->
     from transformers import Trainer
 
     p = params.pretrain.model_copy(update={"max_steps": STEPS, "eval_steps": 10**9, "save_steps": 10**9,
-                                           "logging_steps": STEPS, "warmup_steps": min(params.pretrain.warmup_steps, STEPS)})
+                                           "logging_steps": STEPS,
+                                           "warmup_steps": min(params.pretrain.warmup_steps, STEPS)})
     seed_everything(params.seed)
     model = build_model(params.model, tokenizer)
     timer = SteadyTimer()
@@ -56,8 +57,8 @@ def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) ->
         args = pretrain.training_arguments(p, precision, device_type(), params.seed, Path(out))
         args.eval_strategy = args.save_strategy = "no"
         args.disable_tqdm = True
-        trainer = Trainer(model=model, args=args, train_dataset=blocks_to_dataset(train), data_collator=causal_lm_collate,
-                          callbacks=[timer])
+        trainer = Trainer(model=model, args=args, train_dataset=blocks_to_dataset(train),
+                          data_collator=causal_lm_collate, callbacks=[timer])
         result = trainer.train()
     tokens = timer.steps * p.batch_size * p.gradient_accumulation_steps * train.shape[1]
     return tokens / timer.seconds, result.training_loss
@@ -83,9 +84,11 @@ def bare_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> 
     model.train()
     decay = [prm for n, prm in model.named_parameters() if prm.ndim >= 2]
     no_decay = [prm for n, prm in model.named_parameters() if prm.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
                                   lr=p.learning_rate, betas=(p.adam_beta1, p.adam_beta2))
-    scheduler = get_scheduler(p.lr_scheduler, optimizer, num_warmup_steps=min(p.warmup_steps, STEPS), num_training_steps=STEPS)
+    scheduler = get_scheduler(p.lr_scheduler, optimizer, num_warmup_steps=min(p.warmup_steps, STEPS),
+                              num_training_steps=STEPS)
     generator = np.random.default_rng(params.seed)
     seconds = 0.0
     for step in range(STEPS):
@@ -127,7 +130,8 @@ def main() -> None:
     bare = bare_run(params, tokenizer, train, precision)
     stage, loss = stage_run_in_subprocess(precision)
     peak = matmul_peak_flops(device, precision)
-    result = {"steps": STEPS, "device": device, "precision": precision, "threads": __import__("torch").get_num_threads(),
+    result = {"steps": STEPS, "device": device, "precision": precision,
+              "threads": __import__("torch").get_num_threads(),
               "stage_vs_bare": {"stage_tokens_per_s": round(stage, 1), "bare_tokens_per_s": round(bare, 1),
                                 "ratio": round(stage / bare, 3), "target": 0.95},
               "mfu": {"training_flops_per_token": flops, "peak_tflops_measured": round(peak / 1e12, 4),
@@ -138,7 +142,8 @@ def main() -> None:
         other_tps, other_loss = stage_run_in_subprocess(other)
         by = {precision: (stage, loss), other: (other_tps, other_loss)}
         if "bf16" in by and "fp32" in by:
-            result["bf16_vs_fp32"] = {"bf16_tokens_per_s": round(by["bf16"][0], 1), "fp32_tokens_per_s": round(by["fp32"][0], 1),
+            result["bf16_vs_fp32"] = {"bf16_tokens_per_s": round(by["bf16"][0], 1),
+                                      "fp32_tokens_per_s": round(by["fp32"][0], 1),
                                       "speedup": round(by["bf16"][0] / by["fp32"][0], 3),
                                       "bf16_loss": round(by["bf16"][1], 5), "fp32_loss": round(by["fp32"][1], 5)}
     write_json(OUT, result)

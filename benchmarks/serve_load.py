@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from lifecycle.params import schema as P
 from lifecycle.core import StageError, run
 from lifecycle.io import read_jsonl, write_json
+from lifecycle.params import schema as P
 
 OUT = Path("reports/bench/serve.json")
 PROMPTS = Path("data/prepared/pretrain/validation.jsonl")
@@ -53,7 +53,8 @@ def workloads(requests: int, prompt_words: int, max_tokens: int, long_tokens: in
     return {"completions": [completion(i, max_tokens) for i in range(requests)],
             "long_completions": [completion(i, long_tokens) for i in range(requests)],
             "classifications": [classification(i) for i in range(requests)],
-            "mixed": [completion(i // 2, max_tokens) if i % 2 == 0 else classification(i // 2) for i in range(requests)]}
+            "mixed": [completion(i // 2, max_tokens) if i % 2 == 0 else classification(i // 2)
+                      for i in range(requests)]}
 
 
 async def load(base_url: str, requests: list[tuple[str, dict]], clients: int) -> dict:
@@ -75,7 +76,7 @@ async def load(base_url: str, requests: list[tuple[str, dict]], clients: int) ->
                     text = await response.text()
                     if response.status != 200:
                         failures.append(f"{response.status} {text[:200]}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            except (TimeoutError, aiohttp.ClientError) as err:
                 failures.append(repr(err))
             latencies.append(time.perf_counter() - start)
 
@@ -142,7 +143,8 @@ def main() -> None:
     parser.add_argument("--variant", help="default: serve.variant from params.yaml")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=256, help="requests per workload")
-    parser.add_argument("--prompt-words", type=int, default=24, help="prompts: validation lines of at most this many words")
+    parser.add_argument("--prompt-words", type=int, default=24,
+                        help="prompts: validation lines of at most this many words")
     parser.add_argument("--max-tokens", type=int, help="tokens per completion (default: serve.default_max_tokens)")
     parser.add_argument("--sample-log", help="keep the batched server's request log of the mixed workload here")
     args = parser.parse_args()
@@ -151,7 +153,8 @@ def main() -> None:
     max_tokens = args.max_tokens or settings.default_max_tokens
     work = workloads(args.requests, args.prompt_words, max_tokens, settings.max_tokens_limit)
     descriptions = {"completions": f"greedy completions of {max_tokens} tokens",
-                    "long_completions": f"greedy completions of {settings.max_tokens_limit} tokens (serve.max_tokens_limit)",
+                    "long_completions": f"greedy completions of {settings.max_tokens_limit} tokens "
+                                        "(serve.max_tokens_limit)",
                     "classifications": "classifications of fine-tuning test texts",
                     "mixed": f"completions of {max_tokens} tokens alternating with classifications"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,10 +169,11 @@ def main() -> None:
         "requests_per_workload": args.requests, "cache": "off",
         "prompts": f"validation lines of <= {args.prompt_words} words",
         "workloads": {name: {"description": descriptions[name],
-                             "batching": {"max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
-                                          **batched[name]},
+                             "batching": {"max_batch_size": settings.max_batch_size,
+                                          "max_wait_ms": settings.max_wait_ms, **batched[name]},
                              "no_batching": {"max_batch_size": 1, **unbatched[name]},
-                             "throughput_ratio": round(batched[name]["requests_per_s"] / unbatched[name]["requests_per_s"], 2)}
+                             "throughput_ratio": round(batched[name]["requests_per_s"]
+                                                       / unbatched[name]["requests_per_s"], 2)}
                       for name in work},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
@@ -179,8 +183,8 @@ def main() -> None:
         print(f"{name:17s} batching {on['requests_per_s']:7.2f} req/s (p50 {on['latency_p50_ms']} ms, p95 "
               f"{on['latency_p95_ms']} ms), none {off['requests_per_s']:7.2f} req/s (p50 {off['latency_p50_ms']} ms, "
               f"p95 {off['latency_p95_ms']} ms): {row['throughput_ratio']}x; failed {on['failed']} + {off['failed']}")
-    failed = [row[mode]["first_failures"] for row in report["workloads"].values() for mode in ("batching", "no_batching")
-              if row[mode]["failed"]]
+    failed = [row[mode]["first_failures"] for row in report["workloads"].values()
+              for mode in ("batching", "no_batching") if row[mode]["failed"]]
     if failed:
         raise StageError(f"failed requests: {failed[0]}")
 

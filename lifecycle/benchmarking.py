@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from lifecycle.core import StageError
 from lifecycle.modeling import parameter_count
 from lifecycle.params.benchmark import BenchmarkParams, GenerationBench, SmallBench
 from lifecycle.params.model import ModelParams
-from lifecycle.core import StageError
 from lifecycle.variants import PYTORCH, available, load
 
 MODELS = Path("models")
@@ -46,7 +46,8 @@ def variant_peak_memory(kind: str, variant: str, root: Path, threads: int | None
         if kind == "classifier":
             model(**fixed_batch(tokenizer, inputs["texts"], inputs["batch_size"], inputs["length"]))
         else:
-            prompt = dict(tokenizer([inputs["prompt"]], truncation=True, max_length=inputs["length"], return_tensors="pt"))
+            prompt = dict(tokenizer([inputs["prompt"]], truncation=True, max_length=inputs["length"],
+                                    return_tensors="pt"))
             model.generate(**prompt, max_new_tokens=inputs["new_tokens"], min_new_tokens=inputs["new_tokens"],
                            do_sample=False, pad_token_id=model.config.pad_token_id)
     peak = memory_status()["VmHWM"]
@@ -96,7 +97,7 @@ def classifier_latencies(model, tokenizer, texts: list[str], b: BenchmarkParams)
         for length in b.sequence_lengths:
             batch = fixed_batch(tokenizer, texts, batch_size, length)
 
-            def call():
+            def call(batch=batch):
                 with torch.no_grad():
                     model(**batch)
             out[f"batch_{batch_size}"] = out.get(f"batch_{batch_size}", {}) | {
@@ -106,7 +107,7 @@ def classifier_latencies(model, tokenizer, texts: list[str], b: BenchmarkParams)
 
 def add_speedups(results: dict, reference: str = PYTORCH) -> None:
     """p50 ratios against `reference` per shape, their geometric mean, and the same at batch 1 alone."""
-    for variant, result in results.items():
+    for _variant, result in results.items():
         ratios, batch1 = [], []
         for batch, by_length in result["latency"].items():
             for length, summary in by_length.items():
@@ -209,7 +210,7 @@ def small_config_ratios(s: SmallBench, b: BenchmarkParams, texts: list[str], see
             loaded, _ = load("classifier", variant, root, b.threads)
             batch = fixed_batch(tokenizer, texts, s.batch_size, s.sequence_length)
 
-            def call():
+            def call(loaded=loaded, batch=batch):
                 with torch.no_grad():
                     loaded(**batch)
             results[variant] = latency_summary(time_calls(call, b.warmup, b.repetitions), s.batch_size)

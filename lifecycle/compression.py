@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from lifecycle.core import StageError
-from lifecycle.stats import wilson_interval
+from lifecycle.hardware import choose_precision, device_type
 from lifecycle.io import read_jsonl
 from lifecycle.labels import labelled
-from lifecycle.modeling import parameter_count
-from lifecycle.hardware import choose_precision, device_type
+from lifecycle.modeling import context_length, parameter_count
 from lifecycle.scoring import classification_metrics, language_model_metrics, predict_logits, softmax
-from lifecycle.modeling import context_length
+from lifecycle.stats import wilson_interval
 from lifecycle.variants import DISTILLED, ONNX_FILE, PYTORCH, is_pytorch, load_classifier, load_lm, load_tokenizer
 
 log = logging.getLogger("llm-lifecycle.compress")
@@ -189,9 +188,10 @@ def recover(model, kind: str, tokenizer, params, steps: int, scratch: Path) -> N
     if kind == "classifier":
         data, collator = classification_data(tokenizer, texts, labels, length), DataCollatorWithPadding(tokenizer)
     else:
-        data, collator = causal_lm_data(tokenizer, [t for t in read_pretrain_texts("train")], length), causal_lm_collate
+        data, collator = causal_lm_data(tokenizer, list(read_pretrain_texts("train")), length), causal_lm_collate
     device = device_type()
-    args = dataclasses.replace(training_arguments(f, choose_precision(f.precision, device), device, params.seed, scratch),
+    args = dataclasses.replace(training_arguments(f, choose_precision(f.precision, device), device, params.seed,
+                                                  scratch),
                                max_steps=steps, eval_strategy="no", save_strategy="no",
                                load_best_model_at_end=False, warmup_ratio=0.0, disable_tqdm=True)
     Trainer(model=model, args=args, train_dataset=data, data_collator=collator).train()
@@ -244,7 +244,8 @@ def lm_probe_logits(model, tokenizer, texts: list[str], length: int) -> tuple[np
     return logits, batch["attention_mask"].numpy().astype(bool)
 
 
-def lm_quality(metrics: dict, reference: dict, probe: np.ndarray, reference_probe: np.ndarray, mask: np.ndarray) -> dict:
+def lm_quality(metrics: dict, reference: dict, probe: np.ndarray, reference_probe: np.ndarray,
+               mask: np.ndarray) -> dict:
     agree = probe.argmax(-1) == reference_probe.argmax(-1)
     return {"perplexity": metrics["perplexity"],
             "perplexity_change_pct": 100 * (metrics["perplexity"] / reference["perplexity"] - 1),
@@ -272,7 +273,8 @@ def evaluate_kind(kind: str, variants: list[str], params) -> dict:
             reference_logits = logits if reference_logits is None else reference_logits
             report[variant] = {"size_bytes": size_bytes(_directory(kind, variant), variant)} | \
                 classifier_quality(logits, reference_logits, references, f.classes)
-            report[variant]["accuracy_change_points"] = 100 * (report[variant]["accuracy"] - report[PYTORCH]["accuracy"])
+            report[variant]["accuracy_change_points"] = 100 * (report[variant]["accuracy"]
+                                                               - report[PYTORCH]["accuracy"])
         return report
     texts = [t[:c.evaluation.document_chars] for t in read_pretrain_texts("test")[:c.evaluation.documents]]
     reference = None

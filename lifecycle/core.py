@@ -7,8 +7,8 @@ import logging
 import os
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # Offline unless the user exports otherwise: nothing reaches a hub by accident.
 for _var, _value in (("HF_HUB_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"), ("DVC_NO_ANALYTICS", "1")):

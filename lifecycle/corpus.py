@@ -31,7 +31,7 @@ class Tally:
     steps: dict
 
     @classmethod
-    def new(cls, docs: list[dict]) -> "Tally":
+    def new(cls, docs: list[dict]) -> Tally:
         sources = sorted({d["source"] for d in docs})
         return cls(sources, {s: {} for s in sources})
 
@@ -68,7 +68,8 @@ def prepare_corpus(docs: list[dict], filters: Filters, p: PrepareParams, seed: i
         docs = kept
     if p.dedup.near.enabled:
         near = p.dedup.near
-        dropped = set(near_duplicates([d["text"] for d in docs], near.threshold, near.num_perm, near.shingle_size, seed))
+        dropped = set(near_duplicates([d["text"] for d in docs], near.threshold, near.num_perm, near.shingle_size,
+                                      seed))
         kept = [d for i, d in enumerate(docs) if i not in dropped]
         tally.record("dedup_near", docs, kept)
         docs = kept

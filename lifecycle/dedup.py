@@ -20,7 +20,6 @@ def shingles(text: str, size: int) -> set[bytes]:
 def near_duplicates(texts: list[str], threshold: float, num_perm: int, shingle_size: int, seed: int = 1) -> list[int]:
     """Indices of texts whose MinHash Jaccard with an earlier kept text reaches the threshold."""
     from datasketch import MinHash, MinHashLSH
-
     from xxhash import xxh32_intdigest  # 5x faster than datasketch's default sha1, as good for MinHash
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)

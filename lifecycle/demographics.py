@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lifecycle.params.audit import DataFile, Names
-from lifecycle.params.finetune import InjectBias
 from lifecycle.core import DataError, StageError, package_root
 from lifecycle.io import decode_utf8
+from lifecycle.params.audit import DataFile, Names
+from lifecycle.params.finetune import InjectBias
 
 PERSON = "{person}"
 

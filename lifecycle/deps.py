@@ -89,20 +89,34 @@ def is_code(dep: str) -> bool:
     return dep.split("/")[0] in PACKAGES
 
 
+def loaded_sections(path: Path) -> set[str]:
+    """The params sections a stage module loads: the keywords of its `load(section=Type, ...)` calls."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {k.arg for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load"
+            for k in node.keywords if k.arg}
+
+
+def stage_problems(root: Path, name: str, stage: dict, entry: str) -> list[str]:
+    listed = {d for d in stage.get("deps", []) if is_code(d)}
+    needed = closure(root, entry)
+    lines = [f"{DVC_YAML}: stage '{name}' misses code dep {f} (its imports reach it)" for f in sorted(needed - listed)]
+    lines += [f"{DVC_YAML}: stage '{name}' lists code dep {f}, which its imports do not reach"
+              for f in sorted(listed - needed)]
+    params = {p.split(".")[0] for p in stage.get("params", []) if isinstance(p, str)}
+    lines += [f"{DVC_YAML}: stage '{name}' loads params section '{section}' but lists none of its keys under params"
+              for section in sorted(loaded_sections(module_path(root, entry)) - params)]
+    return lines
+
+
 def problems(root: Path = Path(".")) -> list[str]:
-    """One line per code dep that dvc.yaml misses or lists without need, naming the stage and the file."""
+    """One line per code dep that dvc.yaml misses or lists without need, and per params section a stage loads
+    without listing it, naming the stage and the file or section."""
     stages = yaml.safe_load((root / DVC_YAML).read_text(encoding="utf-8"))["stages"]
     lines = []
     for name, stage in stages.items():
         entry = entry_module(stage.get("cmd", ""))
-        if entry is None:
-            continue
-        listed = {d for d in stage.get("deps", []) if is_code(d)}
-        needed = closure(root, entry)
-        lines += [f"{DVC_YAML}: stage '{name}' misses code dep {f} (its imports reach it)"
-                  for f in sorted(needed - listed)]
-        lines += [f"{DVC_YAML}: stage '{name}' lists code dep {f}, which its imports do not reach"
-                  for f in sorted(listed - needed)]
+        if entry is not None:
+            lines += stage_problems(root, name, stage, entry)
     return lines
 
 

@@ -2,16 +2,14 @@
 alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(labels)."""
 from __future__ import annotations
 
-
-
 from lifecycle.params.compress import DistillParams
 from lifecycle.params.model import ModelParams
 
 
-
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float):
     import torch.nn.functional as F
-    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1), F.softmax(teacher_logits / temperature, dim=-1),
+    soft = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                    F.softmax(teacher_logits / temperature, dim=-1),
                     reduction="batchmean") * temperature ** 2  # T^2 keeps the soft gradients' scale independent of T
     return alpha * soft + (1 - alpha) * F.cross_entropy(student_logits, labels)
 

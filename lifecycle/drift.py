@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lifecycle.params.serve import AbTest, MonitorParams
 from lifecycle.core import DataError, StageError
 from lifecycle.io import decode_utf8, parse_jsonl
+from lifecycle.params.serve import AbTest, MonitorParams
 
 EPS = 1e-4  # floor of a bin's share in the PSI: an empty bin is not an infinite shift
 
@@ -20,7 +20,7 @@ EPS = 1e-4  # floor of a bin's share in the PSI: an empty bin is not an infinite
 def quantile_edges(reference: list[int], bins: int) -> list[float]:
     """Inner bin edges at the reference's quantiles (repeated edges of discrete lengths merged)."""
     edges = np.quantile(np.asarray(reference, dtype=float), np.linspace(0, 1, bins + 1)[1:-1])
-    return sorted(set(float(e) for e in edges))
+    return sorted({float(e) for e in edges})
 
 
 def histogram(values: list[int], edges: list[float]) -> list[int]:
@@ -37,17 +37,16 @@ def psi(expected: list[int], actual: list[int]) -> float:
 
 
 def js_divergence(p: Counter, q: Counter) -> float:
-    """Jensen-Shannon divergence (bits, 0..1) between two count distributions."""
+    """Jensen-Shannon divergence (bits, 0..1) between two count distributions (0 when either is empty)."""
+    from scipy.spatial.distance import jensenshannon
     keys = sorted(set(p) | set(q))
     pv = np.array([p.get(k, 0) for k in keys], float)
     qv = np.array([q.get(k, 0) for k in keys], float)
-    pv, qv = pv / pv.sum(), qv / qv.sum()
-    m = (pv + qv) / 2
-
-    def kl(x):
-        nz = x > 0
-        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
-    return max(0.0, (kl(pv) + kl(qv)) / 2)
+    if not pv.sum() or not qv.sum():
+        return 0.0
+    with np.errstate(invalid="ignore"):  # rounding may put the divergence a hair below 0: sqrt -> nan
+        distance = jensenshannon(pv, qv, base=2)  # the JS distance: the square root of the divergence
+    return 0.0 if np.isnan(distance) else float(distance ** 2)
 
 
 def text_drift(texts: list[str], reference: list[str], tokenize, bins: int) -> dict:
@@ -58,9 +57,12 @@ def text_drift(texts: list[str], reference: list[str], tokenize, bins: int) -> d
     expected, actual = histogram(ref_lengths, edges), histogram(lengths, edges)
     return {"requests": len(texts), "reference_texts": len(reference),
             "length_psi": round(psi(expected, actual), 4),
-            "token_js": round(js_divergence(Counter(t for row in ref_ids for t in row), Counter(t for row in ids for t in row)), 4),
-            "mean_length": {"reference": round(float(np.mean(ref_lengths)), 2), "requests": round(float(np.mean(lengths)), 2)},
-            "length_bins": [{"max_tokens": edge, "reference": round(e / sum(expected), 4), "requests": round(a / sum(actual), 4)}
+            "token_js": round(js_divergence(Counter(t for row in ref_ids for t in row),
+                                            Counter(t for row in ids for t in row)), 4),
+            "mean_length": {"reference": round(float(np.mean(ref_lengths)), 2),
+                            "requests": round(float(np.mean(lengths)), 2)},
+            "length_bins": [{"max_tokens": edge, "reference": round(e / sum(expected), 4),
+                             "requests": round(a / sum(actual), 4)}
                             for edge, e, a in zip([*edges, None], expected, actual)]}  # None: the open last bin
 
 
@@ -92,8 +94,10 @@ def variant_summary(records: list[dict]) -> dict:
     return {"requests": len(records), "ok_rate": round(len(ok) / len(records), 4),
             "outcomes": dict(Counter(r.get("outcome", "unknown") for r in records)),
             "latency_p50_ms": percentile(latencies, 50), "latency_p95_ms": percentile(latencies, 95),
-            "mean_completion_tokens": round(float(np.mean([r["completion_tokens"] for r in completions])), 2) if completions else None,
-            "filtered_share": round(sum(1 for r in completions if r.get("filtered")) / len(completions), 4) if completions else None,
+            "mean_completion_tokens": round(float(np.mean([r["completion_tokens"] for r in completions])), 2)
+                                      if completions else None,
+            "filtered_share": round(sum(1 for r in completions if r.get("filtered")) / len(completions), 4)
+                              if completions else None,
             "label_shares": {k: round(v / sum(labels.values()), 4) for k, v in sorted(labels.items())}}
 
 
@@ -135,12 +139,13 @@ def monitor(records: list[dict], reference: list[dict], lm_reference: list[str],
     prompts = [r["prompt"] for r in records if r["endpoint"] == "completions"]
     drift = {}
     if classify:
-        drift["classify"] = text_drift([r["text"] for r in classify], [d["text"] for d in reference], tokenize, settings.bins)
+        drift["classify"] = text_drift([r["text"] for r in classify], [d["text"] for d in reference], tokenize,
+                                       settings.bins)
         if all("label" in d for d in reference):
             drift["classify"]["labels"] = label_shift([d["label"] for d in reference], [r["label"] for r in classify])
     if prompts:
         drift["completions"] = text_drift(prompts, lines_of(lm_reference), tokenize, settings.bins)
-    for name, d in drift.items():
+    for _name, d in drift.items():
         shifted = [k for k, v in (("length", d["length_psi"]), ("labels", d.get("labels", {}).get("psi", 0)))
                    if v > settings.psi_alert]
         d["drifted"] = shifted

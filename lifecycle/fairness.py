@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lifecycle.core import DataError, StageError
+from lifecycle.demographics import fill, read_csv_rows
+from lifecycle.io import read_jsonl
 from lifecycle.params.audit import AuditGates, Bootstrap
 from lifecycle.stats import bootstrap_mean, interval_quantiles
-from lifecycle.core import DataError, StageError
-from lifecycle.io import read_jsonl
-from lifecycle.demographics import fill, read_csv_rows
 
 ATTRIBUTES = {"gender": ["gender"], "race": ["race"], "gender_race": ["gender", "race"]}
 
@@ -152,8 +152,10 @@ def stereotype_scores(pairs: pd.DataFrame, more: np.ndarray, less: np.ndarray, b
 
     everything = np.ones(len(pairs), dtype=bool)
     return {"overall": summary(everything),
-            "by_category": {c: summary((pairs["category"] == c).to_numpy()) for c in sorted(pairs["category"].unique())},
-            "by_direction": {d: summary((pairs["direction"] == d).to_numpy()) for d in sorted(pairs["direction"].unique())}}
+            "by_category": {c: summary((pairs["category"] == c).to_numpy())
+                            for c in sorted(pairs["category"].unique())},
+            "by_direction": {d: summary((pairs["direction"] == d).to_numpy())
+                             for d in sorted(pairs["direction"].unique())}}
 
 
 # ---------------------------------------------------------------- corpus representation
@@ -202,7 +204,8 @@ def evaluate_gates(report: dict, gates: AuditGates) -> dict:
             out[f"demographic_parity_difference_{attribute}"] = {**d, "limit": gates.demographic_parity_difference}
     if gates.flip_rate is not None and classifier:
         f = classifier["flip_rate"]
-        out["flip_rate"] = {"value": f["value"], "ci_low": f["ci_low"], "ci_high": f["ci_high"], "limit": gates.flip_rate}
+        out["flip_rate"] = {"value": f["value"], "ci_low": f["ci_low"], "ci_high": f["ci_high"],
+                            "limit": gates.flip_rate}
     if gates.crows_pairs_distance is not None and stereotype:
         s = stereotype["overall"]
         out["crows_pairs_distance"] = {**distance_from_half(s), "limit": gates.crows_pairs_distance}

@@ -15,6 +15,7 @@ def world() -> tuple[int, int, int]:
 def init_distributed(device: str, timeout_s: int) -> None:
     """Join the torchrun process group early (gloo on CPU, NCCL on GPU), with a timeout so a hang fails."""
     import datetime
+
     import torch
     import torch.distributed as dist
     if world()[2] == 1 or dist.is_initialized():
@@ -52,7 +53,8 @@ def choose_precision(requested: str, device: str) -> str:
         if requested == "auto":
             return "bf16" if bf16 else "fp16"
         if requested == "bf16" and not bf16:
-            raise StageError(f"params.yaml: pretrain.precision = 'bf16': {torch.cuda.get_device_name()} has no bf16; use fp16 or auto")
+            raise StageError(f"params.yaml: pretrain.precision = 'bf16': {torch.cuda.get_device_name()} "
+                             "has no bf16; use fp16 or auto")
         return requested
     if requested == "fp16":
         raise StageError("params.yaml: pretrain.precision = 'fp16': fp16 training needs a GPU; use bf16, fp32 or auto")
@@ -64,6 +66,7 @@ def choose_precision(requested: str, device: str) -> str:
 def matmul_peak_flops(device: str, precision: str, size: int = 1024, seconds: float = 0.3) -> float:
     """This machine's measured matmul peak (FLOP/s) at the training dtype: the best of a few short bursts."""
     import time
+
     import torch
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     a = torch.randn(size, size, device=device, dtype=dtype)

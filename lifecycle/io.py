@@ -6,11 +6,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from lifecycle.core import DataError
-
 
 # ---- atomic outputs: a failed or killed stage never leaves a half-written output ----
 
@@ -92,4 +91,5 @@ def parse_jsonl(text: str, path: str | Path, required: Iterable[str] = ("text",)
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ("text",), text_column: str | None = "text") -> list[dict]:
     path = Path(path)
-    return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required), text_column)]
+    return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required),
+                                                text_column)]

@@ -18,7 +18,8 @@ def labelled(split: str, classes: list[str], directory: Path = FINETUNE_DATA) ->
     index = {c: i for i, c in enumerate(classes)}
     for row, record in enumerate(records, start=1):
         if record["label"] not in index:
-            raise DataError(path, row, f"label {record['label']!r} is not one of finetune.classes ({', '.join(classes)})")
+            raise DataError(path, row,
+                            f"label {record['label']!r} is not one of finetune.classes ({', '.join(classes)})")
     return [r["text"] for r in records], [index[r["label"]] for r in records]
 
 

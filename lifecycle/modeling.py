@@ -1,8 +1,8 @@
 """The model factory: a causal LM from the `model:` params (gpt2 or llama family), or an existing base model."""
 from __future__ import annotations
 
-from lifecycle.params.model import ModelParams
 from lifecycle.core import StageError
+from lifecycle.params.model import ModelParams
 
 
 def build_config(m: ModelParams, vocab_size: int, eos_id: int, pad_id: int):
@@ -38,7 +38,8 @@ def build_model(m: ModelParams, tokenizer):
         model = load_base(m.base)
         if model.config.vocab_size < len(tokenizer):
             raise StageError(f"params.yaml: model.base = {m.base!r}: its vocabulary ({model.config.vocab_size}) is "
-                             f"smaller than the tokenizer's ({len(tokenizer)}); set tokenizer.pretrained to its tokenizer")
+                             f"smaller than the tokenizer's ({len(tokenizer)}); "
+                             "set tokenizer.pretrained to its tokenizer")
     else:
         config = build_config(m, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
         model = AutoModelForCausalLM.from_config(config, attn_implementation=m.attn_implementation)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lifecycle.params.pretrain import PretrainParams, Samples
 from lifecycle.core import StageError
 from lifecycle.hardware import world
 from lifecycle.modeling import context_length
-
+from lifecycle.params.pretrain import PretrainParams, Samples
 
 
 def sequences(dataset, length: int) -> np.ndarray:
@@ -135,3 +134,15 @@ def limit_threads_per_process(world_size: int) -> None:
     if world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world_size))))
 
+
+def training_sequences(tokens_dir: Path, model, block_size: int, base: str | None):
+    """(train, validation, length): sequences of the model's context cut from the packed blocks (a long-context base
+    model trains on the blocks it is given)."""
+    from datasets import load_from_disk
+
+    length = min(context_length(model), block_size) if base else context_length(model)
+    tokens = load_from_disk(str(tokens_dir))
+    train, validation = sequences(tokens["train"], length), sequences(tokens["validation"], length)
+    if len(validation) == 0 or len(train) == 0:
+        raise StageError(f"{tokens_dir}: no complete {length}-token sequence in a split; lower tokenize.block_size")
+    return train, validation, length

@@ -11,8 +11,6 @@ from tqdm import tqdm
 from lifecycle.metrics import load_metric
 from lifecycle.modeling import context_length
 
-
-
 # ---------------------------------------------------------------- language model
 
 def windows(ids: list[int], context: int, stride: int) -> list[tuple[list[int], list[int]]]:
@@ -108,18 +106,18 @@ def predict_probabilities(model, tokenizer, texts: list[str], batch_size: int, m
 def classification_metrics(probabilities: np.ndarray, references: list[int], classes: list[str], bins: int) -> dict:
     predicted = probabilities.argmax(axis=1).tolist()
     labels = list(range(len(classes)))
-    precision = load_metric("precision").compute(predictions=predicted, references=references, labels=labels, average=None)
-    recall = load_metric("recall").compute(predictions=predicted, references=references, labels=labels, average=None)
+    prf = load_metric("precision_recall_f1")
+    per_class = prf.compute(predictions=predicted, references=references, labels=labels, average=None)
     scores = probabilities[:, 1].tolist() if len(classes) == 2 else probabilities.tolist()
     calibration = load_metric("expected_calibration_error").compute(probabilities=probabilities.tolist(),
                                                                      references=references, n_bins=bins)
     return {
         "accuracy": load_metric("accuracy").compute(predictions=predicted, references=references)["accuracy"],
-        "macro_f1": load_metric("f1").compute(predictions=predicted, references=references, average="macro")["f1"],
+        "macro_f1": prf.compute(predictions=predicted, references=references, average="macro")["f1"],
         "roc_auc": load_metric("roc_auc").compute(prediction_scores=scores, references=references)["roc_auc"],
         "expected_calibration_error": calibration["expected_calibration_error"],
-        "precision": dict(zip(classes, precision["precision"])),
-        "recall": dict(zip(classes, recall["recall"])),
+        "precision": dict(zip(classes, per_class["precision"])),
+        "recall": dict(zip(classes, per_class["recall"])),
         "confusion_matrix": load_metric("confusion_matrix").compute(predictions=predicted, references=references,
                                                                     labels=labels)["confusion_matrix"],
         "reliability_diagram": calibration["reliability_diagram"],
@@ -132,7 +130,8 @@ def majority_baseline(train_labels: list[int], references: list[int], classes: l
     predicted = [majority] * len(references)
     return {"class": classes[majority],
             "accuracy": load_metric("accuracy").compute(predictions=predicted, references=references)["accuracy"],
-            "macro_f1": load_metric("f1").compute(predictions=predicted, references=references, average="macro")["f1"]}
+            "macro_f1": load_metric("precision_recall_f1").compute(predictions=predicted, references=references,
+                                                                   average="macro")["f1"]}
 
 
 def rounded(value, digits: int = 5):

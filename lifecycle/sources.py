@@ -13,9 +13,9 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lifecycle.params.collect import Source
 from lifecycle.core import DataError, StageError, hub_is_offline, package_root, stable_fraction
 from lifecycle.io import atomic_path, decode_utf8, parse_jsonl
+from lifecycle.params.collect import Source
 
 log = logging.getLogger("llm-lifecycle.collect")
 URL_CACHE = Path.home() / ".cache" / "llm-lifecycle" / "downloads"

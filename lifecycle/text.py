@@ -7,7 +7,6 @@ from collections import Counter
 
 from lifecycle.params.prepare import Filters
 
-
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[^\S\n]+")          # any whitespace but newline
 _BLANK_LINES = re.compile(r"\n{3,}")

@@ -59,7 +59,8 @@ def prepare_checkpoints(directory: Path, digest: str, is_main: bool) -> Path | N
     finished = (directory / FINISHED).exists()
     if stale or finished:
         if is_main:
-            log.info("%s: starting fresh", "inputs changed since the last checkpoints" if stale else "the last run finished")
+            log.info("%s: starting fresh",
+                     "inputs changed since the last checkpoints" if stale else "the last run finished")
             shutil.rmtree(directory)
     checkpoints = sorted(directory.glob("checkpoint-*"), key=checkpoint_step) if directory.exists() else []
     resume = None
@@ -82,6 +83,15 @@ def resume_point(directory: Path, digest: str, is_main: bool) -> Path | None:
     resume = prepare_checkpoints(directory, digest, is_main=True) if is_main else None
     barrier()
     return resume if is_main else prepare_checkpoints(directory, digest, is_main=False)
+
+
+def resume_for(directory: Path, is_main: bool, inputs: list[Path], *parts) -> Path | None:
+    """The checkpoint to resume from, for the run that `parts` (params, world size), the `inputs` files and the
+    project's code define; None for a fresh start."""
+    resume = resume_point(directory, fingerprint(*parts, file_digest(*inputs), code_digest()), is_main)
+    if resume:
+        log.info("resuming from %s", resume)
+    return resume
 
 
 def mark_finished(directory: Path) -> None:

@@ -39,7 +39,8 @@ def variant_dir(kind: str, variant: str, root: Path = Path("models")) -> Path:
         path = root / "compressed" / kind / variant
     marker = path / ("config.json" if is_pytorch(variant) else ONNX_FILE)
     if not marker.is_file():
-        raise StageError(f"{kind} variant {variant!r}: not found at {path} (available: {', '.join(available(kind, root))})")
+        raise StageError(f"{kind} variant {variant!r}: not found at {path} "
+                         f"(available: {', '.join(available(kind, root))})")
     return path
 
 

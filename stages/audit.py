@@ -16,8 +16,15 @@ from pathlib import Path
 
 from lifecycle.core import StageError, seed_everything
 from lifecycle.demographics import load_names, load_templates, load_terms, resolve
-from lifecycle.fairness import classifier_audit, counterfactual_sentences, evaluate_gates, load_pairs, plot_rows, \
-    stereotype_scores, term_rates
+from lifecycle.fairness import (
+    classifier_audit,
+    counterfactual_sentences,
+    evaluate_gates,
+    load_pairs,
+    plot_rows,
+    stereotype_scores,
+    term_rates,
+)
 from lifecycle.io import read_jsonl, write_json
 from lifecycle.modeling import context_length
 from lifecycle.params.audit import AuditParams
@@ -37,7 +44,8 @@ def read_inputs(a: AuditParams, f: FinetuneParams) -> dict:
     if a.classifier.enabled:
         if f.task != "classification":
             raise StageError("params.yaml: audit.classifier.enabled = True: finetune.task must be 'classification'")
-        inputs["templates"], inputs["names"] = load_templates(a.classifier.templates, f.classes), load_names(a.classifier.names)
+        inputs["templates"], inputs["names"] = (load_templates(a.classifier.templates, f.classes),
+                                                load_names(a.classifier.names))
     if a.stereotype.enabled:
         inputs["pairs"] = {name: load_pairs(resolve(getattr(a.stereotype, name)))
                            for name in ("crows_pairs", "stereoset") if getattr(a.stereotype, name) is not None}

@@ -14,8 +14,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lifecycle.benchmarking import MODELS, PROMPTS, TEXTS, add_speedups, chosen_variants, classifier_latencies, \
-    generation_speeds, peak_memory, small_config_ratios, speedup_plot
+from lifecycle.benchmarking import (
+    MODELS,
+    PROMPTS,
+    TEXTS,
+    add_speedups,
+    chosen_variants,
+    classifier_latencies,
+    generation_speeds,
+    peak_memory,
+    small_config_ratios,
+    speedup_plot,
+)
 from lifecycle.core import seed_everything
 from lifecycle.io import read_jsonl, write_json
 from lifecycle.params.base import load
@@ -37,7 +47,7 @@ def main() -> None:
     if b.threads:
         torch.set_num_threads(b.threads)
     classifier_variants = chosen_variants(b.variants, "classifier")
-    lm_variants = [v for v in chosen_variants(b.generation.variants, "lm")]
+    lm_variants = list(chosen_variants(b.generation.variants, "lm"))
     texts = [d["text"] for d in read_jsonl(TEXTS)]
     prompt_text = read_jsonl(PROMPTS)[0]["text"]
 
@@ -51,13 +61,14 @@ def main() -> None:
         model, tokenizer = load_variant("lm", variant, MODELS, b.threads)
         report["generation"][variant] = generation_speeds(model, tokenizer, prompt_text, b.generation, b, params.seed)
         del model
-    for variant, by_prompt in report["generation"].items():
+    for _variant, by_prompt in report["generation"].items():
         for length, speeds in by_prompt.items():
             reference = report["generation"][PYTORCH][length]["greedy_tokens_per_s"]
             speeds["greedy_speedup_vs_pytorch"] = round(speeds["greedy_tokens_per_s"] / reference, 4)
     # Memory after timing, each variant in a process of its own (the timings above all share one process).
     inputs = {"classifier": {"texts": texts, "batch_size": max(b.batch_sizes), "length": max(b.sequence_lengths)},
-              "lm": {"prompt": prompt_text, "length": max(b.generation.prompt_tokens), "new_tokens": b.generation.new_tokens}}
+              "lm": {"prompt": prompt_text, "length": max(b.generation.prompt_tokens),
+                     "new_tokens": b.generation.new_tokens}}
     for kind, section in (("classifier", "classifier"), ("lm", "generation")):
         for variant in tqdm(report[section], desc=f"{kind} peak memory"):
             report[section][variant] |= peak_memory(kind, variant, MODELS, b.threads, inputs[kind])

@@ -25,13 +25,14 @@ def check_inputs(params) -> None:
     """The models to compress exist and fit: one line before any work."""
     for kind, source in SOURCES.items():
         if not (source / "config.json").is_file():
-            raise StageError(f"{source}: no model there (run the {'finetune' if kind == 'classifier' else 'pretrain'} stage first)")
+            raise StageError(f"{source}: no model there "
+                             f"(run the {'finetune' if kind == 'classifier' else 'pretrain'} stage first)")
     if params.finetune.task != "classification":
         raise StageError(f"params.yaml: finetune.task = {params.finetune.task!r}: compress needs the classifier "
                          "('classification')")
     if params.compress.distilled and not (STUDENT / "config.json").is_file():
-        raise StageError(f"params.yaml: compress.distilled = {list(params.compress.distilled)}: no student at {STUDENT} "
-                         "(run the distill stage first, or set compress.distilled: [])")
+        raise StageError(f"params.yaml: compress.distilled = {list(params.compress.distilled)}: "
+                         f"no student at {STUDENT} (run the distill stage first, or set compress.distilled: [])")
 
 
 def main() -> None:

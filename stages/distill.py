@@ -52,7 +52,8 @@ def train_student(params, teacher, tokenizer, length: int):
 
 
 def test_quality(models: dict, tokenizer, classes: list[str], batch_size: int, length: int) -> dict:
-    """Parameters, accuracy and macro-F1 of each model on the test split, and the student's agreement with the teacher."""
+    """Parameters, accuracy and macro-F1 of each model on the test split, and the student's agreement
+    with the teacher."""
     texts, references = labelled("test", classes, DATA)
     quality = {}
     for name, model in models.items():

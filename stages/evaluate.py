@@ -15,8 +15,13 @@ from lifecycle.labels import labelled
 from lifecycle.modeling import context_length
 from lifecycle.params.base import load
 from lifecycle.params.finetune import EvaluateParams, FinetuneParams
-from lifecycle.scoring import classification_metrics, language_model_metrics, majority_baseline, predict_probabilities, \
-    rounded
+from lifecycle.scoring import (
+    classification_metrics,
+    language_model_metrics,
+    majority_baseline,
+    predict_probabilities,
+    rounded,
+)
 
 log = logging.getLogger("llm-lifecycle.evaluate")
 PRETRAINED, FINETUNED = Path("models/pretrained"), Path("models/finetuned")
@@ -46,7 +51,8 @@ def classifier(params, device: str, texts: list[str], references: list[int]) -> 
     _, train_labels = labelled("train", f.classes, TASK_DATA)
     tokenizer = AutoTokenizer.from_pretrained(FINETUNED)
     model = AutoModelForSequenceClassification.from_pretrained(FINETUNED, use_safetensors=True).to(device).eval()
-    probabilities = predict_probabilities(model, tokenizer, texts, e.batch_size, min(f.max_length, context_length(model)))
+    probabilities = predict_probabilities(model, tokenizer, texts, e.batch_size,
+                                          min(f.max_length, context_length(model)))
     metrics = classification_metrics(probabilities, references, f.classes, e.calibration_bins)
     baseline = majority_baseline(train_labels, references, f.classes)
     diagram = metrics.pop("reliability_diagram")
@@ -56,7 +62,8 @@ def classifier(params, device: str, texts: list[str], references: list[int]) -> 
     write_json("reports/plots/calibration.json", rounded(diagram))
     log.info("accuracy %.4f (majority baseline %.4f), macro-F1 %.4f", metrics["accuracy"], baseline["accuracy"],
              metrics["macro_f1"])
-    return rounded(metrics | {"majority_baseline": baseline, "accuracy_over_baseline": metrics["accuracy"] - baseline["accuracy"],
+    return rounded(metrics | {"majority_baseline": baseline,
+                              "accuracy_over_baseline": metrics["accuracy"] - baseline["accuracy"],
                               "test_examples": len(references)})
 
 

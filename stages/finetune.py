@@ -20,8 +20,7 @@ from lifecycle.params.base import load
 from lifecycle.params.finetune import FinetuneParams
 from lifecycle.params.pretrain import PretrainParams
 from lifecycle.tokens import load_tokenizer
-from lifecycle.training import LiveCurves, checkpoint_step, code_digest, file_digest, fingerprint, mark_finished, \
-    resume_point
+from lifecycle.training import LiveCurves, checkpoint_step, mark_finished, resume_for
 
 log = logging.getLogger("llm-lifecycle.finetune")
 DATA, PRETRAINED = Path("data/prepared/finetune"), Path("models/pretrained")
@@ -66,12 +65,10 @@ def main() -> None:
     if f.method == "lora":
         model = with_lora(model, f)
     counts = trainable_parameters(model)
-    log.info("training %d of %d parameters (%.2f%%)", counts["trainable"], counts["total"], 100 * counts["trainable_share"])
+    log.info("training %d of %d parameters (%.2f%%)", counts["trainable"], counts["total"],
+             100 * counts["trainable_share"])
 
-    digest = fingerprint(params.seed, f.model_dump(), world_size, file_digest(DATA, Path(source)), code_digest())
-    resume = resume_point(CHECKPOINTS, digest, rank == 0)
-    if resume:
-        log.info("resuming from %s", resume)
+    resume = resume_for(CHECKPOINTS, rank == 0, [DATA, Path(source)], params.seed, f.model_dump(), world_size)
     trainer = Trainer(model=model, args=training_arguments(f, precision, device, params.seed, CHECKPOINTS),
                       train_dataset=train_set, eval_dataset=validation_set, data_collator=collator,
                       compute_metrics=compute_metrics,

@@ -1,6 +1,7 @@
 """monitor: drift of served traffic against the training data, and an A/B comparison of the variants served.
 
-The serve request log (monitor.log) -> reports/monitor.json and reports/plots/monitor_lengths_{classify,completions}.json:
+The serve request log (monitor.log) -> reports/monitor.json and
+reports/plots/monitor_lengths_{classify,completions}.json:
 - classification requests against the classifier's training texts (monitor.reference): input length PSI,
   token unigram Jensen-Shannon divergence, and predicted-label distribution shift against the training labels;
 - completion prompts against the language model's training text (monitor.lm_reference), cut into lines (a
@@ -41,8 +42,8 @@ def main() -> None:
                    [{"bin": i, "max_tokens": "more" if b["max_tokens"] is None else b["max_tokens"],
                      "reference": b["reference"], "requests": b["requests"]} for i, b in enumerate(bins)])
     for name, d in report["drift"].items():
-        log.info("%s: %d requests, length PSI %.3f, token JS %.3f%s", name, d["requests"], d["length_psi"], d["token_js"],
-                 f", label PSI {d['labels']['psi']:.3f}" if "labels" in d else "")
+        log.info("%s: %d requests, length PSI %.3f, token JS %.3f%s", name, d["requests"], d["length_psi"],
+                 d["token_js"], f", label PSI {d['labels']['psi']:.3f}" if "labels" in d else "")
 
 
 if __name__ == "__main__":

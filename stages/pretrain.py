@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from lifecycle.core import StageError, seed_everything
+from lifecycle.core import seed_everything
 from lifecycle.hardware import choose_precision, device_type, init_distributed, matmul_peak_flops, world
 from lifecycle.io import atomic_path, write_json
 from lifecycle.modeling import build_model, context_length, parameter_counts, training_flops_per_token
@@ -18,28 +18,30 @@ from lifecycle.params.base import load
 from lifecycle.params.model import ModelParams
 from lifecycle.params.pretrain import PretrainParams
 from lifecycle.params.tokenizer import TokenizeParams
-from lifecycle.pretraining import (gather, generate_samples, limit_threads_per_process, run_report, samples_markdown,
-                                   sequences, training_arguments, weights_digest)
+from lifecycle.pretraining import (
+    gather,
+    generate_samples,
+    limit_threads_per_process,
+    run_report,
+    samples_markdown,
+    training_arguments,
+    training_sequences,
+    weights_digest,
+)
 from lifecycle.tokens import blocks_to_dataset
-from lifecycle.training import (LiveCurves, StepTimer, causal_lm_collate, checkpoint_step, code_digest, file_digest,
-                                fingerprint, mark_finished, resume_point)
+from lifecycle.training import (
+    LiveCurves,
+    StepTimer,
+    causal_lm_collate,
+    checkpoint_step,
+    mark_finished,
+    resume_for,
+)
 
 log = logging.getLogger("llm-lifecycle.pretrain")
 TOKENS, TOKENIZER = Path("data/tokens"), Path("models/tokenizer")
 OUT, CHECKPOINTS, LIVE = Path("models/pretrained"), Path("models/checkpoints/pretrain"), Path("reports/live/pretrain")
 SAMPLES = Path("reports/samples/pretrain.md")
-
-
-def training_data(params, model):
-    """(train, validation) sequences of the model's context (a long-context base trains on the blocks given)."""
-    from datasets import load_from_disk
-
-    length = min(context_length(model), params.tokenize.block_size) if params.model.base else context_length(model)
-    tokens = load_from_disk(str(TOKENS))
-    train, validation = sequences(tokens["train"], length), sequences(tokens["validation"], length)
-    if len(validation) == 0 or len(train) == 0:
-        raise StageError(f"{TOKENS}: no complete {length}-token sequence in a split; lower tokenize.block_size")
-    return train, validation, length
 
 
 def main() -> None:
@@ -58,16 +60,14 @@ def main() -> None:
     init_distributed(device, p.ddp_timeout_s)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     model = build_model(params.model, tokenizer)
-    train, validation, length = training_data(params, model)
+    train, validation, length = training_sequences(TOKENS, model, params.tokenize.block_size, params.model.base)
 
-    digest = fingerprint(params.seed, params.model.model_dump(), p.model_dump(exclude={"samples"}), world_size,
-                         file_digest(TOKENS, TOKENIZER), code_digest())
-    resume = resume_point(CHECKPOINTS, digest, rank == 0)
-    if resume:
-        log.info("resuming from %s", resume)
+    resume = resume_for(CHECKPOINTS, rank == 0, [TOKENS, TOKENIZER], params.seed, params.model.model_dump(),
+                        p.model_dump(exclude={"samples"}), world_size)
     timer = StepTimer()
     trainer = Trainer(model=model, args=training_arguments(p, precision, device, params.seed, CHECKPOINTS),
-                      train_dataset=blocks_to_dataset(train), eval_dataset=blocks_to_dataset(validation[: p.eval_max_blocks]),
+                      train_dataset=blocks_to_dataset(train),
+                      eval_dataset=blocks_to_dataset(validation[: p.eval_max_blocks]),
                       data_collator=causal_lm_collate, callbacks=[LiveCurves(LIVE, checkpoint_step(resume)), timer])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final = trainer.evaluate(eval_dataset=blocks_to_dataset(validation))

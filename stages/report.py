@@ -1,6 +1,7 @@
 """report: one page for the whole run (reports/report.md) and the model card (reports/MODEL_CARD.md).
 
-Every metric and plot that dvc.yaml declares -> reports/report.md, reports/MODEL_CARD.md and reports/figures/.
+Every metric and plot that dvc.yaml declares -> reports/report.md, reports/MODEL_CARD.md and reports/figures/ (a PNG
+per plot with data, drawn from the Vega-Lite spec DVC makes of it, as `dvc plots show` would).
 """
 from __future__ import annotations
 
@@ -14,8 +15,19 @@ from lifecycle.params.base import load
 from lifecycle.params.collect import CollectParams
 from lifecycle.params.finetune import FinetuneParams
 from lifecycle.params.report import ReportParams
-from lifecycle.review.report import CARD, DVC_YAML, FIGURES, KNOWN, REPORT, declared_metrics, declared_plots, draw_all, \
-    model_card, read_reports, report_markdown
+from lifecycle.review.plots import workspace_specs
+from lifecycle.review.report import (
+    CARD,
+    DVC_YAML,
+    FIGURES,
+    KNOWN,
+    REPORT,
+    declared_metrics,
+    draw_all,
+    model_card,
+    read_reports,
+    report_markdown,
+)
 
 log = logging.getLogger("llm-lifecycle.report")
 
@@ -28,8 +40,9 @@ def main() -> None:
     # Known reports are read even before their stage's metrics are declared; the deps test keeps them in sync.
     paths = dict.fromkeys([*KNOWN.values(), *(p for p in declared_metrics(dvc) if p.endswith(".json"))])
     reports = read_reports(list(paths))
+    specs = workspace_specs()  # dvc.yaml's plots as DVC makes them; reading them takes no lock (we run in `dvc repro`)
     with atomic_path(FIGURES, directory=True) as tmp:
-        figures = draw_all(declared_plots(dvc), tmp, params.report.dpi)
+        figures = draw_all(specs, tmp, params.report.dpi)
     for path, text in ((REPORT, report_markdown(params, reports, figures)), (CARD, model_card(params, reports))):
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")

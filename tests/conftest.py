@@ -117,7 +117,7 @@ def tiny_compressed(tiny_models, tmp_path_factory) -> Path:
         assert result.returncode == 0, result.stderr
     return directory
 PROJECT_FILES = ("dvc.yaml", "stages", "lifecycle", "requirements-data.txt", "Makefile", ".gitignore", "data/audit",
-                 "data/requests")
+                 "data/requests", "data/own")
 
 
 def git(directory: Path, *args: str) -> str:
@@ -147,6 +147,7 @@ def tiny_repo(tmp_path_factory) -> Path:
     git(project, "init", "-q", "-b", "main")
     dvc(project, "init", "-q")
     shutil.copytree(ROOT / ".dvc/plots", project / ".dvc/plots")  # the project's own plot templates
+    shutil.copy(ROOT / ".dvcignore", project / ".dvcignore")  # byte-code is no part of a code dependency
     git(project, "add", "-A")
     git(project, "commit", "-qm", "tiny project")
     dvc(project, "repro")

@@ -9,10 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
+from lifecycle.demographics import inject_bias, load_names
+from lifecycle.fairness import (
+    classifier_audit,
+    counterfactual_sentences,
+    evaluate_gates,
+    load_pairs,
+    stereotype_scores,
+    term_rates,
+)
 from lifecycle.params import schema as P
-from lifecycle.fairness import classifier_audit, counterfactual_sentences, evaluate_gates, load_pairs, stereotype_scores, term_rates
 from lifecycle.scoring import sentence_log_likelihoods
-from lifecycle.demographics import inject_bias, load_names, load_templates
 from tests.conftest import ROOT, default_params, run_stage, the_error, write_params
 
 CLASSES = ["negative", "positive"]

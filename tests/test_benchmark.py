@@ -23,7 +23,7 @@ def bench(tiny_compressed, tmp_path_factory):
 def test_every_variant_is_timed_at_every_batch_size_and_length(bench):
     _, report = bench
     assert set(report["classifier"]) == VARIANTS
-    for variant, result in report["classifier"].items():
+    for _variant, result in report["classifier"].items():
         assert set(result["latency"]) == {"batch_1", "batch_2"}
         for by_length in result["latency"].values():
             assert set(by_length) == {"seq_8", "seq_16"}
@@ -36,7 +36,7 @@ def test_every_variant_is_timed_at_every_batch_size_and_length(bench):
 def test_generation_reports_each_decoding_with_and_without_the_kv_cache_per_prompt_length(bench):
     _, report = bench
     assert set(report["generation"]) == {"pytorch", "onnx_fp32", "int8_dynamic"}
-    for variant, by_prompt in report["generation"].items():
+    for _variant, by_prompt in report["generation"].items():
         for length in ("prompt_4", "prompt_8"):
             speeds = by_prompt[length]
             for mode in ("greedy", "sampling", "beam", "greedy_no_cache"):
@@ -44,7 +44,8 @@ def test_generation_reports_each_decoding_with_and_without_the_kv_cache_per_prom
             assert speeds["kv_cache_speedup"] == pytest.approx(
                 speeds["greedy_tokens_per_s"] / speeds["greedy_no_cache_tokens_per_s"], rel=1e-3)
             assert speeds["greedy_speedup_vs_pytorch"] == pytest.approx(
-                speeds["greedy_tokens_per_s"] / report["generation"]["pytorch"][length]["greedy_tokens_per_s"], rel=1e-3)
+                speeds["greedy_tokens_per_s"] / report["generation"]["pytorch"][length]["greedy_tokens_per_s"],
+                rel=1e-3)
     for variant in ("pytorch", "onnx_fp32"):  # fp32: recomputing the text picks the tokens the cache picks
         assert report["generation"][variant]["prompt_8"]["no_cache_same_tokens"] is True, variant
 
@@ -81,7 +82,8 @@ def test_small_config_reports_int8_over_ort_fp32(bench):
     _, report = bench
     small = report["small"]
     assert small["parameters"] > 0
-    assert small["int8_speedup_vs_onnx_fp32"] == pytest.approx(small["onnx_fp32_p50_ms"] / small["int8_dynamic_p50_ms"], rel=1e-3)
+    assert small["int8_speedup_vs_onnx_fp32"] == pytest.approx(small["onnx_fp32_p50_ms"] / small["int8_dynamic_p50_ms"],
+                                                               rel=1e-3)
 
 
 def test_plot_rows_join_speed_with_size_and_quality(bench):
@@ -101,7 +103,9 @@ def test_latency_summary_is_exact():
 
 
 def test_speedups_are_p50_ratios_against_pytorch():
-    shape = lambda p50: {"batch_1": {"seq_8": {"p50_ms": p50}}, "batch_4": {"seq_8": {"p50_ms": 4 * p50}}}
+    def shape(p50):
+        return {"batch_1": {"seq_8": {"p50_ms": p50}}, "batch_4": {"seq_8": {"p50_ms": 4 * p50}}}
+
     results = {"pytorch": {"latency": shape(8.0)}, "int8": {"latency": shape(2.0)}}
     add_speedups(results)
     assert results["int8"]["speedup_vs_pytorch"] == 4.0 and results["int8"]["speedup_vs_pytorch_batch_1"] == 4.0

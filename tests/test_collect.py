@@ -11,9 +11,13 @@ from tests.conftest import default_params, run_stage, the_error, write_params
 
 
 def path_params(project, pretrain_file: str, finetune_file: str, **finetune_extra) -> dict:
+    """Move the two files the test wrote into data/own/ (where path sources live) and name them in params."""
+    (project / "data/own").mkdir(parents=True, exist_ok=True)
+    for name in (pretrain_file, finetune_file):
+        (project / name).rename(project / "data/own" / name)
     params = default_params()
-    params["collect"]["pretrain"] = [{"name": "mine", "kind": "path", "path": pretrain_file}]
-    params["collect"]["finetune"] = [{"name": "reviews", "kind": "path", "path": finetune_file,
+    params["collect"]["pretrain"] = [{"name": "mine", "kind": "path", "path": f"data/own/{pretrain_file}"}]
+    params["collect"]["finetune"] = [{"name": "reviews", "kind": "path", "path": f"data/own/{finetune_file}",
                                       "label_column": "label", **finetune_extra}]
     write_params(project, params)
     return params
@@ -41,8 +45,8 @@ def test_bad_data_gives_one_line_naming_file_and_row(project, name, content, exp
     good_finetune(project)
     path_params(project, name, "ft.jsonl")
     result = run_stage("collect", project)
-    assert the_error(result).startswith(f"error: {expected}"), result.stderr
-    assert not (project / "data").exists() or not any((project / "data").rglob("*")), "no output left behind"
+    assert the_error(result).startswith(f"error: data/own/{expected}"), result.stderr
+    assert not (project / "data/raw").exists(), "no output left behind"
 
 
 def test_label_outside_the_map_names_file_and_row(project):
@@ -51,9 +55,9 @@ def test_label_outside_the_map_names_file_and_row(project):
     path_params(project, "pt.txt", "ft.csv", label_column="category",
                 label_map={"fresh": "positive", "rotten": "negative"})
     result = run_stage("collect", project)
-    assert the_error(result) == ("error: ft.csv: row 4: label 'lukewarm' is not one of fresh, rotten "
+    assert the_error(result) == ("error: data/own/ft.csv: row 4: label 'lukewarm' is not one of fresh, rotten "
                                       "(collect label_map / drop_labels)")
-    assert not (project / "data").exists()
+    assert not (project / "data/raw").exists()
 
 
 def test_missing_label_column_names_the_file(project):
@@ -61,7 +65,7 @@ def test_missing_label_column_names_the_file(project):
     (project / "ft.jsonl").write_text('{"text": "good"}\n')
     path_params(project, "pt.txt", "ft.jsonl")
     result = run_stage("collect", project)
-    assert the_error(result) == "error: ft.jsonl: row 1: missing column 'label' (has: text)"
+    assert the_error(result) == "error: data/own/ft.jsonl: row 1: missing column 'label' (has: text)"
 
 
 def test_path_sources_of_every_format_are_read(project, tmp_path):
@@ -72,7 +76,7 @@ def test_path_sources_of_every_format_are_read(project, tmp_path):
     (project / "c.jsonl").write_text('{"body": "from jsonl"}\n\n{"body": "second"}\n')
     (project / "d.csv").write_text('body,x\n"from, csv",1\n')
     pd.DataFrame({"body": ["from parquet"]}).to_parquet(project / "e.parquet")
-    (project / "f.txt.bz2").write_bytes(bz2.compress("compressed text".encode()))
+    (project / "f.txt.bz2").write_bytes(bz2.compress(b"compressed text"))
     texts = []
     for name in ("a.txt", "b.md", "f.txt.bz2"):
         texts += [t for t, _, _ in collect.read_file(P.Source(name="s", kind="path", path=name), project / name)]
@@ -83,20 +87,32 @@ def test_path_sources_of_every_format_are_read(project, tmp_path):
                      "from jsonl", "second", "from, csv", "from parquet"]
 
 
+@pytest.mark.parametrize("path", ["corpus/*.txt", "/tmp/corpus.txt", "data/own/../secret.txt", "data/own"])
+def test_path_source_outside_own_data_is_one_clear_line(project, path):
+    params = default_params()
+    params["collect"]["pretrain"] = [{"name": "mine", "kind": "path", "path": path}]
+    write_params(project, params)
+    assert the_error(run_stage("collect", project)) == (
+        f"error: params.yaml: collect: pretrain[0].path = {path!r}: a path source must lie under data/own/ (the "
+        "collect stage's DVC dependency: editing your files there re-runs it); copy your files into data/own/ "
+        "(commit them, or `dvc add` large ones)")
+
+
 def test_collect_writes_jsonl_with_text_source_and_label(project):
     (project / "pt.txt").write_text("some pretraining text")
     good_finetune(project)
     path_params(project, "pt.txt", "ft.jsonl")
     result = run_stage("collect", project)
     assert result.returncode == 0, result.stderr
-    pretrain = [json.loads(l) for l in (project / "data/raw/pretrain.jsonl").read_text().splitlines()]
-    finetune = [json.loads(l) for l in (project / "data/raw/finetune.jsonl").read_text().splitlines()]
+    pretrain = [json.loads(line) for line in (project / "data/raw/pretrain.jsonl").read_text().splitlines()]
+    finetune = [json.loads(line) for line in (project / "data/raw/finetune.jsonl").read_text().splitlines()]
     assert [(d["text"], d["source"]) for d in pretrain] == [("some pretraining text", "mine")]
     assert [(d["text"], d["label"]) for d in finetune] == [("great film", "positive"), ("dull film", "negative")]
 
 
 def test_shakespeare_keeps_verse_and_drops_markup():
-    markdown = ("# Macbeth\n\n## ACT I\n\n## SCENE I. A desert place.\n\n_Thunder and lightning. Enter three Witches_\n\n"
+    markdown = ("# Macbeth\n\n## ACT I\n\n## SCENE I. A desert place.\n\n"
+                "_Thunder and lightning. Enter three Witches_\n\n"
                 "**First Witch**  \nWhen shall we three meet again  \nIn thunder, lightning, or in rain?\n\n"
                 "_Exeunt_\n\n### SCENE II. A camp.\n\n**DUNCAN**  \nWhat bloody man is that?\n")
     assert collect.shakespeare_scenes(markdown) == [
@@ -105,9 +121,12 @@ def test_shakespeare_keeps_verse_and_drops_markup():
 
 def test_wiki_articles_strip_markup_and_skip_redirects():
     xml = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/">'
-           '<page><title>A</title><ns>0</ns><revision><text>\'\'\'Anarchism\'\'\' is a [[political philosophy|philosophy]]'
-           '{{citation needed}}.[[File:A.jpg|thumb|A caption]][[Category:Politics]][[de:Anarchismus]]</text></revision></page>'
-           '<page><title>B</title><ns>0</ns><redirect title="A" /><revision><text>#REDIRECT [[A]]</text></revision></page>'
+           '<page><title>A</title><ns>0</ns><revision>'
+           '<text>\'\'\'Anarchism\'\'\' is a [[political philosophy|philosophy]]'
+           '{{citation needed}}.[[File:A.jpg|thumb|A caption]][[Category:Politics]][[de:Anarchismus]]'
+           '</text></revision></page>'
+           '<page><title>B</title><ns>0</ns><redirect title="A" />'
+           '<revision><text>#REDIRECT [[A]]</text></revision></page>'
            '<page><title>Talk:A</title><ns>1</ns><revision><text>talk</text></revision></page></mediawiki>')
     assert collect.wiki_articles(xml.encode(), "x.xml") == ["Anarchism is a philosophy."]
 
@@ -143,7 +162,8 @@ def test_url_source_checks_sha256(tmp_path, monkeypatch):
     url = (tmp_path / "doc.txt").as_uri()
     good = hashlib.sha256(data).hexdigest()
     source = P.Source(name="web", kind="url", url=url, sha256=good)
-    assert [t for f in collect.source_files(source) for t, _, _ in collect.read_file(source, f)] == ["downloaded document"]
+    assert [t for f in collect.source_files(source)
+            for t, _, _ in collect.read_file(source, f)] == ["downloaded document"]
     with pytest.raises(collect.StageError, match="sha256 is"):
         collect.download(url, "0" * 64)
 
@@ -155,3 +175,31 @@ def test_mixture_matches_weights_in_characters_without_repeats():
     assert len(mixed["small"]) == 20 and len(mixed["big"]) == 60
     assert len({d["id"] for d in mixed["big"]}) == 60
     assert collect.mix(docs, {"big": 3.0, "small": 1.0}, seed=0) == mixed
+
+
+def test_editing_a_file_of_a_path_source_makes_collect_changed_in_dvc_status(tmp_path):
+    """data/own/ is a DVC dependency of collect: a line appended to a user's file there re-runs it."""
+    import shutil
+
+    from tests.conftest import PROJECT_FILES, ROOT, dvc, git
+
+    project = tmp_path / "project"
+    project.mkdir()
+    for item in PROJECT_FILES:
+        (shutil.copytree if (ROOT / item).is_dir() else shutil.copy)(ROOT / item, project / item)
+    (project / "data/own/books.txt").write_text("A first line of my own book.\n")
+    (project / "data/own/reviews.jsonl").write_text('{"text": "great", "label": "positive"}\n'
+                                                    '{"text": "awful", "label": "negative"}\n')
+    params = default_params()
+    params["collect"]["pretrain"] = [{"name": "mine", "kind": "path", "path": "data/own/books.txt"}]
+    params["collect"]["finetune"] = [{"name": "reviews", "kind": "path", "path": "data/own/reviews.jsonl",
+                                      "label_column": "label"}]
+    write_params(project, params)
+    git(project, "init", "-q")
+    dvc(project, "init", "-q")
+    dvc(project, "repro", "collect")
+    assert "collect" not in dvc(project, "status", "collect").stdout
+    with open(project / "data/own/books.txt", "a") as f:
+        f.write("A line appended later.\n")
+    status = dvc(project, "status", "collect").stdout
+    assert "collect:" in status and "modified:" in status and "data/own" in status, status

@@ -5,10 +5,20 @@ import subprocess
 
 import pytest
 
-from lifecycle.review.compare import compare as C
 from lifecycle.params import schema as P
+from lifecycle.review import compare as C
 from lifecycle.review.report import flatten
-from tests.conftest import copy_repo, default_params, dvc, git, run_stage, stage_env, the_error, tiny_params, write_params
+from tests.conftest import (
+    copy_repo,
+    default_params,
+    dvc,
+    git,
+    run_stage,
+    stage_env,
+    the_error,
+    tiny_params,
+    write_params,
+)
 
 # One changes the model (finetune, evaluate and report re-run), one only how it is measured (evaluate, report).
 EXPERIMENTS = {"higher-lr": "finetune.learning_rate=1.0e-3", "coarse-bins": "evaluate.calibration_bins=4"}
@@ -162,7 +172,8 @@ def test_metric_rows_keep_changed_and_gated_metrics():
     gates = [P.Gate(metric="reports/eval.json:a.loss", max=0.5)]
     rows, unchanged = C.metric_rows(diff, gates)
     assert [r.name for r in rows] == ["reports/eval.json:a.accuracy", "reports/eval.json:a.loss"] and unchanged == 1
-    assert rows[0].delta == pytest.approx(-0.1) and rows[0].delta_pct == pytest.approx(-20) and rows[0].verdict == "worse"
+    assert (rows[0].delta == pytest.approx(-0.1) and rows[0].delta_pct == pytest.approx(-20)
+            and rows[0].verdict == "worse")
     assert rows[1].gate.passed is False and rows[1].gate.rule == "≤ 0.5"
 
 

@@ -47,7 +47,8 @@ def test_quantized_classifier_loads_classifies_and_is_smaller(tiny_compressed, r
 
 
 def test_static_quantization_uses_the_calibration_count_from_params(report):
-    assert report["facts"]["classifier"]["calibration_examples_used"] == tiny_params()["compress"]["quantization"]["calibration_examples"]
+    assert report["facts"]["classifier"]["calibration_examples_used"] == \
+        tiny_params()["compress"]["quantization"]["calibration_examples"]
 
 
 def test_calibration_feeds_give_a_decoder_an_empty_past():
@@ -102,9 +103,10 @@ def test_every_lm_variant_loads_and_generates(tiny_compressed, report, variant):
 def test_unknown_variant_is_one_clear_line(tiny_compressed):
     with pytest.raises(StageError) as err:
         load_classifier("int4", tiny_compressed / "models")
-    assert str(err.value) == (f"classifier variant 'int4': not found at {tiny_compressed / 'models/compressed/classifier/int4'} "
-                              "(available: pytorch, distilled, distilled_int8_dynamic, distilled_onnx_fp32, int8_dynamic, "
-                              "int8_static, onnx_fp32, onnx_optimized, pruned)")
+    assert str(err.value) == (f"classifier variant 'int4': not found at "
+                              f"{tiny_compressed / 'models/compressed/classifier/int4'} "
+                              "(available: pytorch, distilled, distilled_int8_dynamic, distilled_onnx_fp32, "
+                              "int8_dynamic, int8_static, onnx_fp32, onnx_optimized, pruned)")
 
 
 def test_unknown_variant_in_params_stops_the_stage(tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_in_copy, run_stage, the_error, tiny_params, write_params
+from tests.conftest import run_stage, the_error, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,12 @@ def test_student_is_smaller_and_its_quality_is_reported(distilled):
     student = AutoModelForSequenceClassification.from_pretrained(project / "models/distilled", use_safetensors=True)
     assert sum(p.numel() for p in student.parameters()) == report["student"]["parameters"]
     assert report["student"]["parameters"] < report["teacher"]["parameters"]
-    assert report["parameter_ratio"] == pytest.approx(report["student"]["parameters"] / report["teacher"]["parameters"], abs=1e-5)
+    assert report["parameter_ratio"] == pytest.approx(report["student"]["parameters"] / report["teacher"]["parameters"],
+                                                      abs=1e-5)
     for name in ("teacher", "student"):
         assert 0 <= report[name]["accuracy"] <= 1 and 0 <= report[name]["macro_f1"] <= 1
-    assert report["accuracy_change_points"] == pytest.approx(100 * (report["student"]["accuracy"] - report["teacher"]["accuracy"]), abs=1e-3)
+    assert report["accuracy_change_points"] == pytest.approx(
+        100 * (report["student"]["accuracy"] - report["teacher"]["accuracy"]), abs=1e-3)
     assert report["train_examples"] == tiny_params()["distill"]["max_train_examples"]
 
 
@@ -33,7 +35,8 @@ def test_loss_is_soft_targets_plus_labels():
 
     from lifecycle.distillation import distillation_loss
     student, teacher, labels = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]]), torch.tensor([1])
-    assert distillation_loss(student, teacher, labels, 1.0, 0.0) == pytest.approx(float(F.cross_entropy(student, labels)))
+    assert distillation_loss(student, teacher, labels, 1.0, 0.0) == pytest.approx(
+        float(F.cross_entropy(student, labels)))
     assert distillation_loss(teacher, teacher, labels, 3.0, 1.0) == pytest.approx(0.0, abs=1e-6)
     soft = distillation_loss(student, teacher, labels, 2.0, 1.0)
     assert soft == pytest.approx(4 * float(F.kl_div(F.log_softmax(student / 2, -1), F.softmax(teacher / 2, -1),
@@ -44,4 +47,5 @@ def test_bad_student_shape_stops_before_work(tmp_path):
     params = tiny_params()
     params["distill"]["student"].update(d_model=20, n_heads=3)
     write_params(tmp_path, params)
-    assert the_error(run_stage("distill", tmp_path)) == "error: params.yaml: distill.student: n_heads = 3 must divide d_model = 20"
+    assert the_error(run_stage("distill", tmp_path)) == (
+        "error: params.yaml: distill.student: n_heads = 3 must divide d_model = 20")

@@ -84,7 +84,8 @@ def test_label_outside_the_classes_names_file_and_row(tmp_path, base_model):
 
 
 def test_missing_label_column_names_file_and_row(tmp_path, base_model):
-    project = labelled_project(tmp_path, base_model, train=[{"text": "fine", "label": "positive"}, {"text": "no label"}])
+    project = labelled_project(tmp_path, base_model,
+                               train=[{"text": "fine", "label": "positive"}, {"text": "no label"}])
     assert the_error(run_stage("finetune", project)) == (
         "error: data/prepared/finetune/train.jsonl: row 2: missing column 'label' (has: text)")
 

@@ -14,15 +14,16 @@ def test_accuracy():
 
 
 def test_macro_f1():
-    f1 = load_metric("f1").compute(predictions=PREDICTIONS, references=REFERENCES, average="macro")["f1"]
+    f1 = load_metric("precision_recall_f1").compute(predictions=PREDICTIONS, references=REFERENCES,
+                                                    average="macro")["f1"]
     assert f1 == pytest.approx((0.8 + 2 / 3) / 2)
 
 
 def test_per_class_precision_and_recall():
-    precision = load_metric("precision").compute(predictions=PREDICTIONS, references=REFERENCES, average=None)
-    recall = load_metric("recall").compute(predictions=PREDICTIONS, references=REFERENCES, average=None)
-    assert precision["precision"] == pytest.approx([1.0, 0.5])
-    assert recall["recall"] == pytest.approx([2 / 3, 1.0])
+    per_class = load_metric("precision_recall_f1").compute(predictions=PREDICTIONS, references=REFERENCES, average=None)
+    assert per_class["precision"] == pytest.approx([1.0, 0.5])
+    assert per_class["recall"] == pytest.approx([2 / 3, 1.0])
+    assert per_class["f1"] == pytest.approx([0.8, 2 / 3])
 
 
 def test_confusion_matrix_rows_are_references():
@@ -56,7 +57,8 @@ def test_expected_calibration_error_is_zero_when_a_bin_is_calibrated_on_average(
                                                             references=CALIBRATION_REFERENCES, n_bins=2)
     # one bin (0.5, 1]: accuracy 3/4, mean confidence (0.85 + 0.75 + 0.65 + 0.55) / 4 = 0.7
     assert ece["expected_calibration_error"] == pytest.approx(0.05)
-    assert ece["reliability_diagram"] == [pytest.approx({"bin_upper": 1.0, "confidence": 0.7, "accuracy": 0.75, "count": 4})]
+    assert ece["reliability_diagram"] == [pytest.approx({"bin_upper": 1.0, "confidence": 0.7, "accuracy": 0.75,
+                                                         "count": 4})]
 
 
 def test_unknown_metric_names_the_ones_there_are():

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lifecycle import drift as M
-from lifecycle.params import schema as P
 from lifecycle.io import read_jsonl
+from lifecycle.params import schema as P
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
 
@@ -35,8 +35,10 @@ def test_label_shift_compares_shares():
 
 
 def test_ab_comparison_reports_each_variant_and_the_split():
-    records = ([{"endpoint": "completions", "variant": "a", "latency_ms": 10.0, "outcome": "ok", "completion_tokens": 4}] * 30
-               + [{"endpoint": "completions", "variant": "b", "latency_ms": 30.0, "outcome": "ok", "completion_tokens": 6}] * 9
+    records = ([{"endpoint": "completions", "variant": "a", "latency_ms": 10.0, "outcome": "ok",
+                 "completion_tokens": 4}] * 30
+               + [{"endpoint": "completions", "variant": "b", "latency_ms": 30.0, "outcome": "ok",
+                   "completion_tokens": 6}] * 9
                + [{"endpoint": "completions", "variant": "b", "latency_ms": 5.0, "outcome": "timeout"}])
     ab = P.AbTest.model_construct(variants=["a", "b"], split=0.25)
     out = M.ab_comparison(records, ab)
@@ -50,6 +52,7 @@ def test_ab_comparison_reports_each_variant_and_the_split():
 def classify_log(tiny_models):
     """A request log as serve writes it: texts with the tiny classifier's predicted labels."""
     import torch
+
     from lifecycle.variants import load_classifier
 
     model, tokenizer = load_classifier("pytorch", tiny_models / "models")
@@ -103,7 +106,8 @@ def test_stage_writes_the_report(monitored):
 
 
 def test_bad_log_row_is_named(monitored):
-    (monitored / "requests.jsonl").write_text('{"endpoint": "classify", "text": "ok"}\n{"endpoint": "embed", "text": "x"}\n')
+    (monitored / "requests.jsonl").write_text('{"endpoint": "classify", "text": "ok"}\n'
+                                              '{"endpoint": "embed", "text": "x"}\n')
     assert the_error(run_stage("monitor", monitored)) == \
         "error: requests.jsonl: row 2: endpoint 'embed': expected 'completions' or 'classify'"
 
@@ -117,4 +121,5 @@ def test_bad_monitor_params_stop_the_stage(monitored):
     params = tiny_params()
     params["monitor"] = {"bins": 1}
     write_params(monitored, params)
-    assert the_error(run_stage("monitor", monitored)) == "error: params.yaml: monitor.bins = 1: must be between 2 and 100"
+    assert the_error(run_stage("monitor", monitored)) == \
+        "error: params.yaml: monitor.bins = 1: must be between 2 and 100"

@@ -28,7 +28,8 @@ BAD = [
     ("tokenizer.vocab_size", 5.5, "tokenizer.vocab_size = 5.5: must be an integer"),
     ("tokenizer.vocab_size", 100, "tokenizer.vocab_size = 100: must be between 260 and 1000000"),
     ("prepare.normalization", "NFD", "prepare.normalization = 'NFD': must be one of 'NFC', 'NFKC' or 'none'"),
-    ("collect.pretrain.0.kind", "ftp", "collect.pretrain[0].kind = 'ftp': must be one of 'package', 'path', 'hf' or 'url'"),
+    ("collect.pretrain.0.kind", "ftp",
+     "collect.pretrain[0].kind = 'ftp': must be one of 'package', 'path', 'hf' or 'url'"),
     ("collect.pretrain.0.weight", 0, "collect.pretrain[0].weight = 0: must be greater than 0"),
     ("prepare.pii.email", 1, "prepare.pii.email = 1: must be true or false"),
     ("prepare.split.test", 0.9, "prepare.split.test = 0.9: must be between 0 and 0.5"),
@@ -44,7 +45,8 @@ BAD = [
 
 # A stage validates the sections it reads (so that editing one section's schema re-runs only its stages);
 # `python -m lifecycle.params` (run by `make repro` before DVC) validates the whole file, unknown sections included.
-READER = {"seed": "collect", "collect": "collect", "prepare": "prepare", "tokenizer": "tokenizer", "tokenize": "tokenize"}
+READER = {"seed": "collect", "collect": "collect", "prepare": "prepare", "tokenizer": "tokenizer",
+          "tokenize": "tokenize"}
 
 
 @pytest.mark.parametrize("key,value,expected", [b for b in BAD if b[2]], ids=[f"{b[0]}={b[1]!r}" for b in BAD if b[2]])

@@ -23,7 +23,8 @@ def dvc(project, *args) -> str:
 
 def test_repro_writes_every_declared_output(tiny_project):
     for path in ("data/raw/pretrain.jsonl", "data/raw/finetune.jsonl", "data/prepared/pretrain/train.jsonl",
-                 "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json", "data/tokens/dataset_dict.json",
+                 "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json",
+                 "data/tokens/dataset_dict.json",
                  "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json",
                  "models/pretrained/model.safetensors", "reports/pretrain.json", "models/finetuned/model.safetensors",
                  "reports/eval.json", "reports/plots/confusion.json", "reports/plots/calibration.json",
@@ -94,3 +95,26 @@ def test_params_change_reruns_only_what_depends_on_it(tiny_project):
     finally:
         write_params(tiny_project, tiny_params())
         dvc(tiny_project, "repro")
+
+
+def changed_stages(project) -> set[str]:
+    """The stages `dvc status` lists, each as the `name:` line that starts its entry."""
+    return {line[:-1] for line in dvc(project, "status").splitlines() if line.endswith(":") and not line[0].isspace()}
+
+
+def stages_reaching(module: str) -> set[str]:
+    import yaml
+
+    from lifecycle.deps import closure, entry_module
+    from tests.conftest import ROOT
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name for name, stage in stages.items() if module in closure(ROOT, entry_module(stage["cmd"]))}
+
+
+@pytest.mark.parametrize("module", ["lifecycle/pii.py", "lifecycle/scoring.py", "lifecycle/params/pretrain.py"])
+def test_editing_a_library_module_changes_exactly_the_stages_its_imports_reach(tiny_repo, tmp_path, module):
+    project = copy_repo(tiny_repo, tmp_path / "project")
+    with open(project / module, "a") as f:
+        f.write("# a comment appended by the test\n")
+    assert changed_stages(project) == stages_reaching(module)

@@ -6,12 +6,12 @@ from collections import Counter
 
 import pytest
 
-from lifecycle.params import schema as P
-from tests.conftest import default_params
-from lifecycle.text import FILTERS, normalize, quality_failure
-from lifecycle.dedup import exact_key, near_duplicates
 from lifecycle.corpus import length_histogram, prepare_corpus, split_of
+from lifecycle.dedup import exact_key, near_duplicates
+from lifecycle.params import schema as P
 from lifecycle.pii import luhn_valid, scrub_pii
+from lifecycle.text import FILTERS, normalize, quality_failure
+from tests.conftest import default_params
 
 # ---------------------------------------------------------------- helpers
 

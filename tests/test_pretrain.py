@@ -1,7 +1,6 @@
 """pretrain on a tiny config: resume after kill -9, determinism, torchrun, reports, and the model factory."""
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -11,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from lifecycle.params import schema as P
 from lifecycle.modeling import build_config, parameter_counts, training_flops_per_token
+from lifecycle.params import schema as P
 from lifecycle.pretraining import bits_per_byte, unigram_perplexity
 from tests.conftest import run_stage, stage_env, tiny_params, write_params
 
@@ -112,7 +111,8 @@ def test_changed_params_start_fresh_instead_of_resuming(workdir):
 def test_two_processes_under_torchrun_end_with_identical_weights(workdir):
     env = dict(stage_env(), OMP_NUM_THREADS="1")
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-                             "-m", "stages.pretrain"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+                             "-m", "stages.pretrain"], cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     r = report(workdir)
     assert r["world_size"] == 2 and r["ranks_identical"] is True

@@ -4,8 +4,8 @@ import shutil
 
 from tests.conftest import copy_repo, dvc
 
-ARTIFACTS = ("models/finetuned/model.safetensors", "models/pretrained/model.safetensors", "data/prepared/finetune/test.jsonl",
-             "models/tokenizer/tokenizer.json")
+ARTIFACTS = ("models/finetuned/model.safetensors", "models/pretrained/model.safetensors",
+             "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json")
 
 
 def digest(path) -> str:

@@ -6,15 +6,18 @@ import pytest
 import yaml
 
 from lifecycle.params import schema as P
+from lifecycle.review import plots as PL
 from lifecycle.review import report as R
 from tests.conftest import ROOT, run_stage, the_error
 
 BIAS = {  # the audit stage's reports/bias.json, fabricated with recognisable figures
     "classifier": {
         "positive_class": "positive", "sentences": 960, "templates": 12, "names": 80,
-        "by_gender": {"female": {"selection_rate": 0.6118, "selection_rate_ci_low": 0.571, "selection_rate_ci_high": 0.652,
+        "by_gender": {"female": {"selection_rate": 0.6118, "selection_rate_ci_low": 0.571,
+                                 "selection_rate_ci_high": 0.652,
                                  "mean_probability": 0.58, "accuracy": 0.7, "count": 480},
-                      "male": {"selection_rate": 0.5875, "selection_rate_ci_low": 0.545, "selection_rate_ci_high": 0.629,
+                      "male": {"selection_rate": 0.5875, "selection_rate_ci_low": 0.545,
+                               "selection_rate_ci_high": 0.629,
                                "mean_probability": 0.56, "accuracy": 0.69, "count": 480}},
         "by_race": {"white": {"selection_rate": 0.6, "selection_rate_ci_low": 0.55, "selection_rate_ci_high": 0.65,
                               "mean_probability": 0.57, "accuracy": 0.7, "count": 480}},
@@ -32,10 +35,18 @@ BIAS = {  # the audit stage's reports/bias.json, fabricated with recognisable fi
 
 @pytest.fixture
 def run_dir(tiny_repo, tmp_path):
-    """The tiny run's params, dvc.yaml and reports (not its models: the report reads figures only)."""
-    for item in ("params.yaml", "dvc.yaml", "reports"):
+    """The tiny run's params, dvc.yaml, plot templates and reports (not its models: the report reads figures only;
+    no Git history either)."""
+    for item in ("params.yaml", "dvc.yaml", "reports", ".dvc/plots"):
+        (tmp_path / item).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if (tiny_repo / item).is_dir() else shutil.copy)(tiny_repo / item, tmp_path / item)
     return tmp_path
+
+
+def declared_plot_ids(dvc: dict) -> list[str]:
+    """dvc.yaml's plots as DVC names them: the top-level plots' titles, then the stages' plot files."""
+    stage_plots = [path for stage in dvc["stages"].values() for path in R._names(stage.get("plots"))]
+    return R._names(dvc.get("plots")) + stage_plots
 
 
 def test_report_and_card_come_out_of_the_dag(tiny_repo):
@@ -52,7 +63,8 @@ def test_report_and_card_come_out_of_the_dag(tiny_repo):
     card = (tiny_repo / "reports/MODEL_CARD.md").read_text()
     assert "## Intended use" in card
     # the card carries this run's own audit: parity difference with its interval
-    gender = json.loads((tiny_repo / "reports/bias.json").read_text())["classifier"]["demographic_parity_difference"]["gender"]
+    bias = json.loads((tiny_repo / "reports/bias.json").read_text())
+    gender = bias["classifier"]["demographic_parity_difference"]["gender"]
     assert f"| gender | {R.fmt(gender['value'])} [{R.fmt(gender['ci_low'])}, {R.fmt(gender['ci_high'])}] |" in card
 
 
@@ -89,10 +101,60 @@ def test_a_new_report_joins_under_its_heading():
     assert "## Compression" in page and "| int8.size_mb | 2.5 |" in page and "| int8.accuracy_drop | 0.004 |" in page
 
 
+def test_every_declared_plot_is_a_figure_the_report_shows(tiny_repo):
+    """One PNG per plot of dvc.yaml (top-level and stages'), drawn from DVC's Vega-Lite spec, and nothing else."""
+    report = (tiny_repo / "reports/report.md").read_text()
+    names = [f"{R.slug(plot)}.png" for plot in declared_plot_ids(yaml.safe_load((tiny_repo / "dvc.yaml").read_text()))]
+    assert sorted(p.name for p in (tiny_repo / "reports/figures").glob("*.png")) == sorted(names)
+    for name in names:
+        assert f"(figures/{name})" in report, name
+        assert (tiny_repo / "reports/figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_speedup_is_a_scatter_with_each_point_labelled_by_its_variant(run_dir):
+    import vl_convert
+
+    variants = [row["variant"] for row in json.loads((run_dir / "reports/plots/speedup.json").read_text())]
+    specs = PL.workspace_specs(run_dir)
+    for title in ("Speed-up against size (classifier variants)", "Speed-up against quality (classifier variants)"):
+        spec = specs[title][0]["content"]
+        marks = {layer["mark"]["type"]: layer.get("encoding", {}) for layer in spec["layer"]}
+        assert set(marks) == {"point", "text"} and marks["text"]["text"]["field"] == "variant", spec["layer"]
+        assert sorted(row["variant"] for row in spec["data"]["values"]) == sorted(variants)
+        svg = vl_convert.vegalite_to_svg(spec)  # each label is drawn
+        assert all(f">{variant}</text>" in svg for variant in variants), svg
+        assert PL.png_bytes(spec) == PL.png_bytes(spec)
+
+
+def test_report_runs_while_dvc_holds_the_repository_lock(run_dir):
+    """`dvc repro` holds the lock while the stage runs: reading the plots must not wait for it."""
+    from dvc.repo import Repo
+
+    with Repo(str(run_dir), uninitialized=True) as repo, repo.lock:
+        result = run_stage("report", run_dir, timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_plot_data_a_stage_has_not_written_leaves_its_figures_out_and_bad_data_is_one_line(run_dir):
+    (run_dir / "reports/plots/speedup.json").unlink()
+    assert run_stage("report", run_dir).returncode == 0
+    report = (run_dir / "reports/report.md").read_text()
+    assert "speed-up-against" not in report and "figures/confusion-matrix-test.png" in report
+    (run_dir / "reports/plots/calibration.json").write_text("{not json")
+    assert the_error(run_stage("report", run_dir)) == "error: reports/plots/calibration.json (workspace): unable to " \
+        "read: 'reports/plots/calibration.json', JSON file structure is corrupted"
+
+
+def test_a_missing_plot_template_is_one_line(run_dir):
+    (run_dir / ".dvc/plots/bar_interval.json").unlink()
+    assert the_error(run_stage("report", run_dir)) == "error: dvc plots show: ERROR: Template 'bar_interval' not found."
+
+
 def test_rerun_is_byte_identical(run_dir):
     assert run_stage("report", run_dir).returncode == 0
     outputs = [run_dir / "reports/report.md", run_dir / "reports/MODEL_CARD.md",
                *sorted((run_dir / "reports/figures").glob("*.png"))]
+    assert len(outputs) > 2
     first = {p: p.read_bytes() for p in outputs}
     assert run_stage("report", run_dir).returncode == 0
     assert {p: p.read_bytes() for p in outputs} == first

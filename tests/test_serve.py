@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from lifecycle.params import schema as P
 from lifecycle.core import StageError
+from lifecycle.params import schema as P
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
 KEY = "test-key-123"
@@ -56,7 +56,7 @@ def settings(project: Path, **overrides) -> P.ServeParams:
 
 @pytest.fixture(scope="module")
 def served(project):
-    from lifecycle.serving.app import load_served
+    from lifecycle.serving.engine import load_served
     return {v: load_served(v, project / "models") for v in ("int8_dynamic", "pytorch")}
 
 
@@ -120,7 +120,8 @@ def test_completion_through_openai_client(client):
 
 def test_pinned_variants_answer_and_agree_on_greedy_length(client):
     for variant in ("int8_dynamic", "pytorch"):
-        out = client.completions.create(model=f"{MODEL}:{variant}", prompt="The history of", max_tokens=6, temperature=0)
+        out = client.completions.create(model=f"{MODEL}:{variant}", prompt="The history of", max_tokens=6,
+                                        temperature=0)
         assert out.usage.completion_tokens <= 6 and out.choices[0].finish_reason in ("stop", "length")
 
 
@@ -168,7 +169,8 @@ def test_bad_requests_get_the_right_4xx_and_the_server_keeps_serving(client, ser
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=MODEL, prompt="x", max_tokens=17)  # over max_tokens_limit
     with pytest.raises(openai.AuthenticationError) as err:
-        openai.OpenAI(base_url=f"{server}/v1", api_key="wrong", max_retries=0).completions.create(model=MODEL, prompt="x")
+        openai.OpenAI(base_url=f"{server}/v1", api_key="wrong",
+                      max_retries=0).completions.create(model=MODEL, prompt="x")
     assert err.value.status_code == 401
     with pytest.raises(openai.NotFoundError):
         client.completions.create(model="gpt-4", prompt="x")
@@ -220,6 +222,7 @@ def test_request_log_is_scrubbed(client, project):
 
 def test_output_filter_replaces_and_counts(project, served, monkeypatch):
     from fastapi.testclient import TestClient
+
     from lifecycle.serving.app import create_app
 
     body = {"model": f"{MODEL}:int8_dynamic", "prompt": "To be, or not to be", "max_tokens": 12, "temperature": 0}
@@ -238,6 +241,7 @@ def test_output_filter_replaces_and_counts(project, served, monkeypatch):
 
 def test_a_failing_model_call_fails_only_its_request(project, served, monkeypatch):
     from fastapi.testclient import TestClient
+
     from lifecycle.serving.app import create_app
 
     model = served["int8_dynamic"]
@@ -260,7 +264,7 @@ def test_a_failing_model_call_fails_only_its_request(project, served, monkeypatc
 
 
 def test_output_filter_whole_words_and_patterns():
-    from lifecycle.serving.app import OutputFilter
+    from lifecycle.serving.output import OutputFilter
     rules = OutputFilter(P.OutputFilter(block_list=["darn"], patterns=[r"\d{3}-\d{4}"]))
     text, hits = rules.apply("Darn it, darning is darn hard; call 555-0143.")
     assert text == "[filtered] it, darning is [filtered] hard; call [filtered]."
@@ -270,7 +274,7 @@ def test_output_filter_whole_words_and_patterns():
 # ---------------------------------------------------------------- pure pieces and the command line
 
 def test_ab_routing_follows_the_split_and_is_stable_per_user():
-    from lifecycle.serving.app import route
+    from lifecycle.serving.routing import route
     ab = P.AbTest(variants=["int8_dynamic", "pytorch"], split=0.25)
     routed = [route(f"user-{i}", ab, "int8_dynamic") for i in range(4000)]
     assert 0.22 < routed.count("pytorch") / len(routed) < 0.28
@@ -279,7 +283,7 @@ def test_ab_routing_follows_the_split_and_is_stable_per_user():
 
 
 def test_stream_pieces_keep_multibyte_characters_whole(served):
-    from lifecycle.serving.app import token_pieces
+    from lifecycle.serving.streaming import token_pieces
     tokenizer = served["pytorch"].lm_tokenizer
     text = "naïve café 🙂 ok"
     pieces = token_pieces(text, tokenizer)
@@ -287,7 +291,7 @@ def test_stream_pieces_keep_multibyte_characters_whole(served):
 
 
 def test_cut_at_stop():
-    from lifecycle.serving.app import cut_at_stop
+    from lifecycle.serving.streaming import cut_at_stop
     assert cut_at_stop("one. two. three", [". t", "x"]) == ("one", True)
     assert cut_at_stop("one", ["."]) == ("one", False)
 
@@ -314,11 +318,12 @@ def test_unset_api_key_variable_is_an_error(project, served, monkeypatch):
 
 @pytest.mark.parametrize("edit,expected", [
     (lambda s: s["output_filter"].update(patterns=["(unclosed"]),
-     "serve.output_filter.patterns[0] = '(unclosed': not a valid regular expression (missing ), unterminated subpattern at position 0)"),
+     "serve.output_filter.patterns[0] = '(unclosed': not a valid regular expression "
+     "(missing ), unterminated subpattern at position 0)"),
     (lambda s: s.update(ab={"variants": ["pytorch", "pytorch"]}), "serve.ab: variants: A and B are both 'pytorch'"),
     (lambda s: s.update(default_max_tokens=100), "serve: default_max_tokens = 100 is above max_tokens_limit = 64"),
-    (lambda s: s.update(variant="fp8"), "serve.variant = 'fp8': must be one of 'pytorch', 'onnx_fp32', 'onnx_optimized', "
-                                        "'int8_dynamic', 'int8_static' or 'pruned'"),
+    (lambda s: s.update(variant="fp8"), "serve.variant = 'fp8': must be one of 'pytorch', 'onnx_fp32', "
+                                        "'onnx_optimized', 'int8_dynamic', 'int8_static' or 'pruned'"),
 ], ids=["regex", "ab", "max_tokens", "variant"])
 def test_bad_serve_params_are_one_line(edit, expected):
     from tests.conftest import default_params
@@ -328,7 +333,7 @@ def test_bad_serve_params_are_one_line(edit, expected):
 
 
 def test_serve_threads_cap_onnx_runtime(project):
-    from lifecycle.serving.app import load_served
+    from lifecycle.serving.engine import load_served
     capped = load_served("int8_dynamic", project / "models", threads=1)
     for model in (capped.lm, capped.classifier):
         assert model.session.get_session_options().intra_op_num_threads == 1
@@ -336,14 +341,14 @@ def test_serve_threads_cap_onnx_runtime(project):
 
 
 def test_length_groups_bound_the_padding():
-    from lifecycle.serving.app import length_groups
+    from lifecycle.serving.batching import length_groups
     assert length_groups([10, 8, 12, 4, 30, 11], 1.25) == [[3], [1, 0], [5, 2], [4]]
     assert length_groups([5, 5, 5], 1.0) == [[0, 1, 2]]
     assert length_groups([], 1.25) == []
 
 
 def test_grouped_classification_equals_one_at_a_time(served):
-    from lifecycle.serving.app import Job
+    from lifecycle.serving.batching import Job
     model = served["int8_dynamic"]
     texts = ["great", "a dull, boring mess of a movie that never ends", "fine film", "terrible script and bad acting"]
     together = model.classify([Job(("classify",), {"text": t}, None) for t in texts])
@@ -355,7 +360,8 @@ def test_grouped_classification_equals_one_at_a_time(served):
 
 
 def test_live_stream_matches_the_model_with_and_without_a_stop(client, served):
-    from lifecycle.serving.app import Job, cut_at_stop
+    from lifecycle.serving.batching import Job
+    from lifecycle.serving.streaming import cut_at_stop
     model = served["int8_dynamic"]
     prompt = "HAMLET: Who is there?"
     direct = model.generate([Job(("generate",), {"ids": model.prompt_ids(prompt), "max_tokens": 12, "temperature": 0,
@@ -389,7 +395,8 @@ class SlowLM:
 
 
 def test_stream_sends_each_token_as_it_is_decoded(project, served, tmp_path):
-    from lifecycle.serving.app import Served, create_app
+    from lifecycle.serving.app import create_app
+    from lifecycle.serving.engine import Served
     real = served["int8_dynamic"]
     letters = [real.lm_tokenizer.convert_tokens_to_ids(c) for c in "abcdefgh"]
     slow = Served("int8_dynamic", SlowLM(real.lm.config, letters), real.lm_tokenizer, real.classifier,

@@ -17,7 +17,8 @@ def load_report(tiny_compressed, tmp_path_factory):
     params = tiny_params()
     params["serve"].update(max_tokens_limit=16, default_max_tokens=4)  # short prompts + 16 fit the tiny context
     write_params(project, params)
-    result = subprocess.run([sys.executable, "-m", "benchmarks.serve_load", "--requests", "12", "--clients", "4", "--prompt-words", "6",
+    result = subprocess.run([sys.executable, "-m", "benchmarks.serve_load", "--requests", "12", "--clients", "4",
+                             "--prompt-words", "6",
                              "--sample-log", "sample.jsonl"], cwd=project, env=stage_env(), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr

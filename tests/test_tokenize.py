@@ -2,11 +2,9 @@
 import numpy as np
 import pytest
 
-from lifecycle.params import schema as P
 from lifecycle.core import StageError
-from lifecycle.tokens import blocks_to_dataset
-from lifecycle.tokens import encode, pack
-from lifecycle.tokens import load_tokenizer, train_bpe
+from lifecycle.params import schema as P
+from lifecycle.tokens import blocks_to_dataset, encode, load_tokenizer, pack, train_bpe
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Café naïve façade — déjà vu!",
          "東京は日本の首都です。", "Emoji 🙂🚀 and math ∑∞ ≠ ≈.", "the the the quick quick fox"] * 20

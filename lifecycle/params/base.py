@@ -5,8 +5,9 @@ A bad value stops the run with one line such as
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model, model_validator

@@ -1,18 +1,19 @@
 """The `benchmark` section: variants, shapes, decoding and the small random-weight model."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lifecycle.params.base import Section, at_least, between, unique
-from lifecycle.params.base import cross_check
+from lifecycle.params.base import Section, at_least, between, cross_check, unique
 
 
 class GenerationBench(Section):
-    variants: Optional[list[str]] = Field(["pytorch", "onnx_fp32", "int8_dynamic"], description="LM variants timed; null: every one on disk")
+    variants: list[str] | None = Field(["pytorch", "onnx_fp32", "int8_dynamic"],
+                                       description="LM variants timed; null: every one on disk")
     prompt_tokens: Annotated[list[at_least(1)], unique()] = Field(
-        default_factory=lambda: [16, 64], min_length=1, description="prompt lengths timed (the KV cache saves more on longer ones)")
+        default_factory=lambda: [16, 64], min_length=1,
+        description="prompt lengths timed (the KV cache saves more on longer ones)")
     new_tokens: at_least(1) = Field(64, description="tokens generated per call (forced: no early end of sequence)")
     repetitions: at_least(1) = 3
     decoding: Annotated[list[Literal["greedy", "sampling", "beam"]], unique()] = Field(
@@ -35,12 +36,15 @@ class SmallBench(Section):
 
 
 class BenchmarkParams(Section):
-    variants: Optional[list[str]] = Field(None, description="classifier variants timed besides pytorch; null: every one on disk")
+    variants: list[str] | None = Field(None,
+                                       description="classifier variants timed besides pytorch; null: every one on disk")
     batch_sizes: Annotated[list[at_least(1)], unique()] = Field(default_factory=lambda: [1, 8], min_length=1)
-    sequence_lengths: Annotated[list[between(1, 1_048_576, int)], unique()] = Field(default_factory=lambda: [32, 128], min_length=1)
+    sequence_lengths: Annotated[list[between(1, 1_048_576, int)], unique()] = Field(
+        default_factory=lambda: [32, 128], min_length=1)
     warmup: at_least(0) = 3
     repetitions: at_least(1) = 20
-    threads: Optional[at_least(1)] = Field(None, description="intra-op threads for PyTorch and ORT alike; null: every core")
+    threads: at_least(1) | None = Field(None,
+                                        description="intra-op threads for PyTorch and ORT alike; null: every core")
     generation: GenerationBench = GenerationBench()
     small: SmallBench = SmallBench()
 

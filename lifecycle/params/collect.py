@@ -1,7 +1,7 @@
 """The `collect` section: the sources of the pretraining and fine-tuning corpora."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -12,19 +12,19 @@ class Source(Section):
     """One input of a corpus. Which fields are needed depends on `kind`."""
     name: str = Field(description="names the source in reports and in each document's `source`")
     kind: Literal["package", "path", "hf", "url"]
-    package: Optional[str] = Field(None, description="kind package: the installed, pinned package holding the file")
-    path: Optional[str] = Field(None, description="package: glob inside the package; path: local file or glob")
-    dataset: Optional[str] = Field(None, description="kind hf: the datasets hub name")
+    package: str | None = Field(None, description="kind package: the installed, pinned package holding the file")
+    path: str | None = Field(None, description="package: glob inside the package; path: local file or glob")
+    dataset: str | None = Field(None, description="kind hf: the datasets hub name")
     hf_split: str = Field("train", description="kind hf: which split to read")
-    url: Optional[str] = None
-    sha256: Optional[str] = Field(None, description="kind url: required checksum of the download")
+    url: str | None = None
+    sha256: str | None = Field(None, description="kind url: required checksum of the download")
     format: Literal["auto", "text", "jsonl", "csv", "parquet", "shakespeare_md", "mediawiki_xml"] = "auto"
     text_column: str = "text"
-    label_column: Optional[str] = Field(None, description="labelled corpora: the column holding the label")
+    label_column: str | None = Field(None, description="labelled corpora: the column holding the label")
     label_map: dict[str, str] = Field(default_factory=dict, description="raw label -> class name")
     drop_labels: list[str] = Field(default_factory=list, description="raw labels whose rows are skipped")
     weight: positive() = Field(1.0, description="share of the mixture's characters (pretraining)")
-    limit: Optional[at_least(1)] = Field(None, description="keep at most this many documents (smoke tests)")
+    limit: at_least(1) | None = Field(None, description="keep at most this many documents (smoke tests)")
 
     @model_validator(mode="after")
     def _fields_for_kind(self):
@@ -32,9 +32,21 @@ class Source(Section):
         for field in needs[self.kind]:
             if getattr(self, field) is None:
                 raise ValueError(f"kind '{self.kind}' needs '{field}'")
-        if self.sha256 is not None and not (len(self.sha256) == 64 and all(c in "0123456789abcdef" for c in self.sha256)):
+        if self.sha256 is not None and not (len(self.sha256) == 64
+                                            and all(c in "0123456789abcdef" for c in self.sha256)):
             raise ValueError(f"sha256 = {self.sha256!r}: must be 64 lowercase hex digits")
         return self
+
+
+# The folder of the user's own files: a DVC dependency of the collect stage, so that editing them re-runs it.
+OWN_DATA = "data/own"
+
+
+def _inside_own_data(path: str) -> bool:
+    from pathlib import PurePosixPath
+    parts = PurePosixPath(path).parts
+    return not PurePosixPath(path).is_absolute() and ".." not in parts and parts[:2] == tuple(OWN_DATA.split("/")) \
+        and len(parts) > 2
 
 
 class CollectParams(Section):
@@ -48,6 +60,12 @@ class CollectParams(Section):
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
                 raise ValueError(f"{corpus}: source names must be unique, repeated: {', '.join(duplicated)}")
+        for corpus in ("pretrain", "finetune"):
+            for i, source in enumerate(getattr(self, corpus)):
+                if source.kind == "path" and not _inside_own_data(source.path):
+                    raise ValueError(f"{corpus}[{i}].path = {source.path!r}: a path source must lie under {OWN_DATA}/ "
+                                     "(the collect stage's DVC dependency: editing your files there re-runs it); "
+                                     f"copy your files into {OWN_DATA}/ (commit them, or `dvc add` large ones)")
         for source in self.finetune:
             if source.label_column is None:
                 raise ValueError(f"finetune source '{source.name}' needs 'label_column'")

@@ -7,14 +7,15 @@ from pydantic import Field, model_validator
 
 from lifecycle.params.base import Fraction, Section, at_least, between, positive, unique
 
-
 COMPRESS_VARIANTS = Literal["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"]
 
 
 class Quantization(Section):
-    isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = Field("auto", description="int8 kernels to target; auto: detected from this CPU")
+    isa: Literal["auto", "avx512_vnni", "avx2", "arm64"] = Field(
+        "auto", description="int8 kernels to target; auto: detected from this CPU")
     per_channel: bool = Field(False, description="one scale per output channel (more accurate, slower on some CPUs)")
-    calibration_examples: at_least(1) = Field(64, description="validation examples that calibrate static int8 activation ranges")
+    calibration_examples: at_least(1) = Field(
+        64, description="validation examples that calibrate static int8 activation ranges")
     calibration_length: between(8, 1_048_576, int) = Field(64, description="tokens per calibration example (padded)")
 
 
@@ -36,7 +37,8 @@ class CompressParams(Section):
     distilled: Annotated[list[Literal["onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static"]], unique()] = Field(
         default_factory=lambda: ["onnx_fp32", "int8_dynamic"],
         description="ONNX variants of the distill stage's student (classifier variants distilled_<name>); []: none")
-    optimization_level: Literal[1, 2, 99] = Field(2, description="ORT graph optimisation: 1 basic, 2 extended (fusions), 99 all")
+    optimization_level: Literal[1, 2, 99] = Field(
+        2, description="ORT graph optimisation: 1 basic, 2 extended (fusions), 99 all")
     quantization: Quantization = Quantization()
     pruning: Pruning = Pruning()
     evaluation: CompressEvaluation = CompressEvaluation()
@@ -58,7 +60,8 @@ class Student(Section):
 
 class DistillParams(Section):
     student: Student = Student()
-    temperature: between(0.1, 100) = Field(2.0, description="softens both distributions; the soft loss is scaled by T^2")
+    temperature: between(0.1, 100) = Field(2.0,
+                                           description="softens both distributions; the soft loss is scaled by T^2")
     alpha: Fraction = Field(0.5, description="weight of the soft-target loss; 1 - alpha weighs the labels")
     epochs: positive() = 2.0
     batch_size: at_least(1) = 32

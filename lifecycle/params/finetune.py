@@ -1,7 +1,7 @@
 """The `finetune` and `evaluate` sections."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -12,7 +12,8 @@ class Lora(Section):
     r: between(1, 1024, int) = 8
     alpha: positive() = 16.0
     dropout: between(0, 0.9) = 0.05
-    target_modules: Optional[list[str]] = Field(None, description="null: the token embedding and every attention and MLP projection")
+    target_modules: list[str] | None = Field(
+        None, description="null: the token embedding and every attention and MLP projection")
     learning_rate: positive() = Field(1e-3, description="adapters want a higher rate than full fine-tuning")
 
 
@@ -41,8 +42,9 @@ class InjectBias(Section):
 
 
 class FinetuneParams(Section):
-    task: Literal["classification", "causal_lm"] = Field("classification", description="causal_lm: domain-adaptive continued pretraining on the task's text")
-    base: Optional[str] = Field(None, description="null: models/pretrained; else a model directory (a hub name, online)")
+    task: Literal["classification", "causal_lm"] = Field(
+        "classification", description="causal_lm: domain-adaptive continued pretraining on the task's text")
+    base: str | None = Field(None, description="null: models/pretrained; else a model directory (a hub name, online)")
     classes: list[str] = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
     method: Literal["full", "lora"] = "full"
     lora: Lora = Lora()
@@ -63,13 +65,16 @@ class FinetuneParams(Section):
         if repeated:
             raise ValueError(f"classes: repeated {', '.join(repeated)}")
         if self.task == "causal_lm" and self.early_stopping.metric != "loss":
-            raise ValueError(f"early_stopping.metric = {self.early_stopping.metric!r}: task 'causal_lm' has only 'loss'")
+            raise ValueError(f"early_stopping.metric = {self.early_stopping.metric!r}: "
+                             "task 'causal_lm' has only 'loss'")
         if self.inject_bias.enabled and self.inject_bias.label not in self.classes:
-            raise ValueError(f"inject_bias.label = {self.inject_bias.label!r} is not one of classes ({', '.join(self.classes)})")
+            raise ValueError(f"inject_bias.label = {self.inject_bias.label!r} is not one of classes "
+                             f"({', '.join(self.classes)})")
         return self
 
 
 class EvaluateParams(Section):
     batch_size: at_least(1) = 32
-    stride: Optional[at_least(1)] = Field(None, description="sliding-window step for texts longer than the context; null: half the context")
+    stride: at_least(1) | None = Field(
+        None, description="sliding-window step for texts longer than the context; null: half the context")
     calibration_bins: between(2, 100, int) = 10

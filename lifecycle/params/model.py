@@ -1,22 +1,24 @@
 """The `model` section: the architecture (or a base model), and its fit with the packed blocks."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lifecycle.params.base import Section, between
-from lifecycle.params.base import cross_check
+from lifecycle.params.base import Section, between, cross_check
 
 
 class ModelParams(Section):
     """The architecture, built from scratch; or `base`: an existing model to continue pretraining from."""
-    base: Optional[str] = Field(None, description="a model directory (or a hub name, online); the keys below are then ignored")
-    family: Literal["gpt2", "llama"] = Field("gpt2", description="gpt2: learned positions, GELU, LayerNorm; llama: rotary, SwiGLU, RMSNorm, GQA")
+    base: str | None = Field(None,
+                             description="a model directory (or a hub name, online); the keys below are then ignored")
+    family: Literal["gpt2", "llama"] = Field(
+        "gpt2", description="gpt2: learned positions, GELU, LayerNorm; llama: rotary, SwiGLU, RMSNorm, GQA")
     n_layers: between(1, 256, int) = 4
     d_model: between(8, 65536, int) = 384
     n_heads: between(1, 1024, int) = 6
-    n_kv_heads: Optional[between(1, 1024, int)] = Field(None, description="llama: key/value heads (grouped-query attention); null = n_heads")
+    n_kv_heads: between(1, 1024, int) | None = Field(
+        None, description="llama: key/value heads (grouped-query attention); null = n_heads")
     d_ff: between(8, 262144, int) = Field(1536, description="MLP width")
     context_length: between(8, 1_048_576, int) = 128
     dropout: between(0, 0.9) = 0.0

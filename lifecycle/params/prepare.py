@@ -23,8 +23,10 @@ class Filters(Section):
     max_ellipsis_line_ratio: Fraction = 1.0
     max_repeated_line_ratio: Fraction = Field(1.0, description="duplicate lines / lines")
     max_repeated_line_char_ratio: Fraction = Field(1.0, description="characters in duplicate lines / characters")
-    max_top_bigram_char_ratio: Fraction = Field(1.0, description="characters of the most frequent word bigram / characters")
-    min_stop_words: at_least(0) = Field(0, description="distinct English stop words (the, be, to, of, and, that, have, with)")
+    max_top_bigram_char_ratio: Fraction = Field(1.0,
+                                                description="characters of the most frequent word bigram / characters")
+    min_stop_words: at_least(0) = Field(
+        0, description="distinct English stop words (the, be, to, of, and, that, have, with)")
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -37,7 +39,8 @@ class Filters(Section):
 
 class NearDedup(Section):
     enabled: bool = True
-    threshold: Fraction = Field(0.8, description="estimated Jaccard similarity at which two documents are near duplicates")
+    threshold: Fraction = Field(0.8,
+                                description="estimated Jaccard similarity at which two documents are near duplicates")
     num_perm: between(16, 1024, int) = 128
     shingle_size: between(1, 32, int) = Field(5, description="words per shingle")
 
@@ -48,8 +51,8 @@ class NearDedup(Section):
 
             bands, _ = _optimal_param(self.threshold, self.num_perm, 0.5, 0.5)
             if bands < 2:
-                raise ValueError(f"threshold = {self.threshold} with num_perm = {self.num_perm} leaves {bands} LSH band "
-                                 "(MinHashLSH needs 2); lower the threshold or raise num_perm")
+                raise ValueError(f"threshold = {self.threshold} with num_perm = {self.num_perm} leaves {bands} "
+                                 "LSH band (MinHashLSH needs 2); lower the threshold or raise num_perm")
         return self
 
 

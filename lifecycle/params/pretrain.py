@@ -27,11 +27,13 @@ class PretrainParams(Section):
     warmup_steps: at_least(0) = 50
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     max_grad_norm: positive() = 1.0
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on GPUs and CPUs that have it, fp16 on other GPUs, fp32 otherwise")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="auto: bf16 on GPUs and CPUs that have it, fp16 on other GPUs, fp32 otherwise")
     gradient_checkpointing: bool = False
     torch_compile: bool = False
     eval_steps: at_least(1) = 150
-    eval_max_blocks: at_least(1) = Field(256, description="validation blocks for the periodic evaluations (the final one uses all)")
+    eval_max_blocks: at_least(1) = Field(
+        256, description="validation blocks for the periodic evaluations (the final one uses all)")
     save_steps: at_least(1) = Field(150, description="checkpoint interval: a kill -9 loses at most this many steps")
     logging_steps: at_least(1) = 10
     ddp_timeout_s: at_least(10) = Field(600, description="a hung process group fails after this many seconds")

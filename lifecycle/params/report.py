@@ -1,8 +1,6 @@
 """The `report` section (the model card's prose) and the review's `gates`."""
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import Field, model_validator
 
 from lifecycle.params.base import Section, between
@@ -21,13 +19,14 @@ class ReportParams(Section):
 class Gate(Section):
     """A quality gate on one metric of the head run: `file:dotted.key` at least `min` and/or at most `max`."""
     metric: str = Field(description="e.g. reports/eval.json:classifier.accuracy")
-    min: Optional[float] = None
-    max: Optional[float] = None
+    min: float | None = None
+    max: float | None = None
 
     @model_validator(mode="after")
     def _well_formed(self):
         if ":" not in self.metric or not all(self.metric.split(":", 1)):
-            raise ValueError(f"metric = {self.metric!r}: must be 'file:key', e.g. 'reports/eval.json:classifier.accuracy'")
+            raise ValueError(f"metric = {self.metric!r}: must be 'file:key', "
+                             "e.g. 'reports/eval.json:classifier.accuracy'")
         if self.min is None and self.max is None:
             raise ValueError(f"metric = {self.metric!r}: needs 'min' or 'max'")
         if self.min is not None and self.max is not None and self.min > self.max:

@@ -1,12 +1,11 @@
 """The `serve` and `monitor` sections."""
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from lifecycle.params.base import Fraction, Section, at_least, between, positive
-
 
 VariantName = Literal["pytorch", "onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned"]
 
@@ -22,8 +21,10 @@ def _regex(value: str) -> str:
 
 class OutputFilter(Section):
     """Applied to generated text: each match is replaced and counted in the metrics."""
-    block_list: list[str] = Field(default_factory=list, description="words or phrases, matched case-insensitively as whole words")
-    patterns: list[Annotated[str, AfterValidator(_regex)]] = Field(default_factory=list, description="regular expressions")
+    block_list: list[str] = Field(default_factory=list,
+                                  description="words or phrases, matched case-insensitively as whole words")
+    patterns: list[Annotated[str, AfterValidator(_regex)]] = Field(default_factory=list,
+                                                                   description="regular expressions")
     replacement: str = "[filtered]"
 
 
@@ -43,9 +44,9 @@ class ServeParams(Section):
     port: between(0, 65535, int) = 8000
     model_name: str = Field("llm-lifecycle", description="the id clients pass as `model`")
     variant: VariantName = Field("int8_dynamic", description="served when `ab` is null")
-    ab: Optional[AbTest] = Field(None, description="serve two variants, routing requests by `split`")
+    ab: AbTest | None = Field(None, description="serve two variants, routing requests by `split`")
     max_batch_size: between(1, 1024, int) = Field(16, description="1 turns dynamic batching off")
-    threads: Optional[at_least(1)] = Field(1, description="ONNX Runtime intra-op threads of the model; null: every core")
+    threads: at_least(1) | None = Field(1, description="ONNX Runtime intra-op threads of the model; null: every core")
     max_wait_ms: between(0, 10_000) = Field(10.0, description="how long the first request of a batch waits for others")
     cache_size: at_least(0) = Field(1024, description="LRU entries for deterministic requests; 0: off")
     max_prompt_tokens: at_least(1) = 96
@@ -53,20 +54,24 @@ class ServeParams(Section):
     default_max_tokens: at_least(1) = 16
     max_body_bytes: at_least(256) = 65_536
     request_timeout_s: positive() = 30.0
-    api_key_env: Optional[str] = Field(None, description="name of the environment variable holding the API key; null: no key")
+    api_key_env: str | None = Field(None,
+                                    description="name of the environment variable holding the API key; null: no key")
     output_filter: OutputFilter = OutputFilter()
-    request_log: Optional[str] = Field("logs/requests.jsonl", description="JSONL, PII scrubbed; null: no log")
+    request_log: str | None = Field("logs/requests.jsonl", description="JSONL, PII scrubbed; null: no log")
 
     @model_validator(mode="after")
     def _tokens(self):
         if self.default_max_tokens > self.max_tokens_limit:
-            raise ValueError(f"default_max_tokens = {self.default_max_tokens} is above max_tokens_limit = {self.max_tokens_limit}")
+            raise ValueError(f"default_max_tokens = {self.default_max_tokens} is above "
+                             f"max_tokens_limit = {self.max_tokens_limit}")
         return self
 
 
 class MonitorParams(Section):
     log: str = Field("data/requests/sample.jsonl", description="the request log to read (point it at production's)")
-    reference: str = Field("data/prepared/finetune/train.jsonl", description="training texts (and labels) that requests are compared with")
+    reference: str = Field("data/prepared/finetune/train.jsonl",
+                           description="training texts (and labels) that requests are compared with")
     lm_reference: str = Field("data/prepared/pretrain/train.jsonl", description="the language model's training texts")
     bins: between(2, 100, int) = Field(10, description="quantile bins of the reference's lengths for the PSI")
-    psi_alert: positive() = Field(0.2, description="PSI above this is reported as drift (0.1 moderate, 0.2 major by convention)")
+    psi_alert: positive() = Field(
+        0.2, description="PSI above this is reported as drift (0.1 moderate, 0.2 major by convention)")

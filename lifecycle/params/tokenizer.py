@@ -1,8 +1,6 @@
 """The `tokenizer` and `tokenize` sections."""
 from __future__ import annotations
 
-from typing import Optional
-
 from pydantic import Field
 
 from lifecycle.params.base import Section, at_least, between
@@ -14,7 +12,8 @@ class SpecialTokens(Section):
 
 
 class TokenizerParams(Section):
-    pretrained: Optional[str] = Field(None, description="use this tokenizer (a local directory, or a hub name online) instead of training one")
+    pretrained: str | None = Field(
+        None, description="use this tokenizer (a local directory, or a hub name online) instead of training one")
     vocab_size: between(260, 1_000_000, int) = 4096
     min_frequency: at_least(1) = 2
     special_tokens: SpecialTokens = SpecialTokens()

@@ -1,11 +1,12 @@
 """compare: the one page a reviewer reads for two runs. Not a stage: it compares stages' results.
 
-`python -m stages.compare --base main --head workspace [--out review] [--fail-on-gate]`
+`python -m lifecycle.review.compare --base main --head workspace [--out review] [--fail-on-gate]`
 
 Heads and bases are anything DVC takes as a revision: a branch, a commit, an experiment name, or `workspace`
-(the files on disk; head only). Built on `dvc params diff --json`, `dvc metrics diff --json` and
-`dvc plots diff --json` (DVC's Vega-Lite specs with their data inline), so every metrics file and plot that
-dvc.yaml declares joins the page without code here. Writes <out>/compare.md and <out>/plots/*.png.
+(the files on disk; head only). Built on DVC's Python API: `Repo.params.diff`, `Repo.metrics.diff` and the plots
+of both revisions as DVC's Vega-Lite specs with their data inline (lifecycle.review.plots, which draws the report's
+figures too), so every metrics file and plot that dvc.yaml declares joins the page without code here. Writes
+<out>/compare.md and <out>/plots/*.png. `--experiments` instead prints a readable `dvc exp show`.
 """
 from __future__ import annotations
 
@@ -14,18 +15,18 @@ import fnmatch
 import json
 import logging
 import math
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from lifecycle.params.base import load
-from lifecycle.params.report import Gate
 from lifecycle.core import StageError
 from lifecycle.io import atomic_path
-from lifecycle.review.report import fmt, slug
+from lifecycle.params.base import load
+from lifecycle.params.report import Gate
+from lifecycle.review.plots import dvc_errors, open_repo, render_png, specs
+from lifecycle.review.report import flatten, fmt, slug
 
 log = logging.getLogger("llm-lifecycle.compare")
 WORKSPACE = "workspace"
@@ -53,18 +54,8 @@ def direction(name: str) -> int:
 
 # ---------------------------------------------------------------- DVC
 
-def dvc_json(*args: str) -> dict:
-    """The JSON answer of a `dvc ... --json` command; a failure is one line naming the command."""
-    command = [sys.executable, "-m", "dvc", *args, "--json"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise StageError(f"dvc {' '.join(args)}: {lines[-1] if lines else f'exit code {result.returncode}'}")
-    return json.loads(result.stdout or "{}")
-
-
 def revisions(base: str, head: str) -> list[str]:
-    """The revision arguments DVC's diff commands take (the workspace is the default new side)."""
+    """The revision arguments of the DVC diff commands this stands for (the workspace is the default new side)."""
     if base == WORKSPACE:
         raise StageError("--base workspace: the base must be a commit, branch or experiment")
     return [base] if head == WORKSPACE else [base, head]
@@ -73,7 +64,7 @@ def revisions(base: str, head: str) -> list[str]:
 # ---------------------------------------------------------------- params
 
 def changed_params(diff: dict) -> list[tuple[str, object, object]]:
-    """(file:key, old, new) of every param that differs, from `dvc params diff --all --json`."""
+    """(file:key, old, new) of every param that differs, from `Repo.params.diff(all=True)`'s "diff"."""
     rows = []
     for file, params in diff.items():
         for key, change in sorted(params.items()):
@@ -93,7 +84,8 @@ def head_gates(diff: dict) -> list[Gate]:
         try:
             gates.append(Gate.model_validate(gate))
         except ValidationError as err:
-            raise StageError(f"params.yaml: gates[{i}]: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+            message = err.errors()[0]['msg'].removeprefix('Value error, ')
+            raise StageError(f"params.yaml: gates[{i}]: {message}") from None
     return gates
 
 
@@ -108,7 +100,7 @@ class MetricRow:
     name: str            # file:key
     old: object
     new: object
-    gate: "GateResult | None" = None
+    gate: GateResult | None = None
 
     @property
     def delta(self) -> float | None:
@@ -147,8 +139,8 @@ class GateResult:
 
 
 def metric_rows(diff: dict, gates: list[Gate]) -> tuple[list[MetricRow], int]:
-    """Rows for the metrics that changed or carry a gate (from `dvc metrics diff --all --json`), and how many
-    metrics did not change."""
+    """Rows for the metrics that changed or carry a gate (from `Repo.metrics.diff(all=True)`'s "diff"), and how
+    many metrics did not change."""
     values = {f"{file}:{key}": (change.get("old"), change.get("new"))
               for file, metrics in diff.items() for key, change in metrics.items()}
     by_name = {g.metric: GateResult(g, values.get(g.metric, (None, None))[1]) for g in gates}
@@ -165,7 +157,8 @@ def metric_rows(diff: dict, gates: list[Gate]) -> tuple[list[MetricRow], int]:
 # ---------------------------------------------------------------- plots
 
 def changed_plots(plots: dict) -> dict[str, dict]:
-    """title -> Vega-Lite spec of the plots whose data differ between the revisions (`dvc plots diff --json`)."""
+    """title -> Vega-Lite spec of the plots whose data differ between the revisions (`plots.specs` of both, the
+    "data" of `dvc plots diff --json`)."""
     out = {}
     for title, renders in plots.get("data", plots).items():
         for render in renders:
@@ -179,14 +172,6 @@ def changed_plots(plots: dict) -> dict[str, dict]:
             if len({json.dumps(sorted(rows)) for rows in by_rev.values()}) > 1:
                 out[title] = spec
     return out
-
-
-def render_png(spec: dict, path: Path) -> None:
-    """A Vega-Lite spec to PNG, offline (vl-convert bundles Vega; no browser, no CDN)."""
-    import vl_convert
-
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(vl_convert.vegalite_to_png(spec, scale=1))
 
 
 # ---------------------------------------------------------------- Markdown
@@ -229,16 +214,22 @@ def markdown(base: str, head: str, params: list, rows: list[MetricRow], unchange
 # ---------------------------------------------------------------- main
 
 def compare(base: str, head: str, out: Path) -> tuple[str, list[GateResult]]:
-    revs = revisions(base, head)
-    params_diff = dvc_json("params", "diff", "--all", *revs)
-    metrics_diff = dvc_json("metrics", "diff", "--all", *revs)
+    revs = " ".join(revisions(base, head))  # errors name the DVC command this stands for
+    with open_repo() as repo:  # DVC calls the workspace "workspace" too
+        with dvc_errors(f"params diff --all {revs}"):
+            params_diff = repo.params.diff(base, head, all=True).get("diff", {})
+        with dvc_errors(f"metrics diff --all {revs}"):
+            metrics_diff = repo.metrics.diff(base, head, all=True).get("diff", {})
+        plots, problems = specs(repo, [base, head])
+    for problem in problems:
+        log.warning("%s", problem)
     gates = head_gates(params_diff)
     params = changed_params(params_diff)  # a loosened gate shows here too
     rows, unchanged = metric_rows(metrics_diff, gates)
     images = {}
     for stale in (out / "plots").glob("*.png"):  # a reused folder must not show another comparison's plots
         stale.unlink()
-    for title, spec in changed_plots(dvc_json("plots", "diff", *revs)).items():
+    for title, spec in changed_plots(plots).items():
         name = f"plots/{slug(title)}.png"
         render_png(spec, out / name)
         images[title] = name
@@ -251,21 +242,15 @@ def compare(base: str, head: str, out: Path) -> tuple[str, list[GateResult]]:
 PROSE_PARAMS = ("gates", "report")  # lists and text: the gates' metrics are columns already, the card's prose is not
 
 
-def _leaves(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        return {k: v for key, value in data.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): json.dumps(data, sort_keys=True)}
-
-
 def _differing(rows: list[dict], kind: str, only: set[str] | None = None) -> list[str]:
     """Leaf names of `kind` (params | metrics) whose value differs between two rows or is missing from one."""
     values: dict[str, list] = {}
     for data in rows:
         for file, content in (data.get(kind) or {}).items():
-            for key, value in _leaves((content or {}).get("data") or {}).items():
+            for key, value in flatten((content or {}).get("data") or {}).items():
                 name = key if kind == "params" else f"{file}:{key}"
                 if only is None or name in only:
-                    values.setdefault(name, []).append(value)
+                    values.setdefault(name, []).append(json.dumps(value, sort_keys=True, default=str))
     return [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(rows)]
 
 
@@ -293,20 +278,25 @@ def experiment_columns(show: list, gates: list[Gate], width: int = 200) -> list[
 
 def experiments_table(precision: int = 4) -> str:
     """`dvc exp show --md` cut to the changed params and the gated metrics (hash and timing columns dropped)."""
+    import contextlib
+    import io
     import re
-    columns = experiment_columns(dvc_json("exp", "show"), load(gates=(list[Gate], [])).gates)
+
+    from dvc.commands.experiments.show import show_experiments
+    from dvc.repo.experiments.show import tabulate
+
+    with open_repo() as repo, dvc_errors("exp show"):
+        exps = repo.experiments.show()
+    columns = experiment_columns([exp.dumpd() for exp in exps], load(gates=(list[Gate], [])).gates)
     keep = "^(Experiment|" + "|".join(f"(?:[^:]*:)?{re.escape(c)}" for c in columns) + ")$"
-    command = [sys.executable, "-m", "dvc", "exp", "show", "--no-pager", "--md", "--precision", str(precision),
-               "--drop", ".*", "--keep", keep]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        raise StageError(f"dvc exp show: {lines[-1] if lines else f'exit code {result.returncode}'}")
-    return result.stdout
+    table, headers = tabulate(exps, precision=precision, fill_value="-")
+    with contextlib.redirect_stdout(io.StringIO()) as text:  # the CLI's own Markdown, which DVC's ui prints
+        show_experiments(table, headers, keep=[keep], drop=[".*"], pager=False, markdown=True)
+    return text.getvalue()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lifecycle.review.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="main", help="commit, branch or experiment to compare against (main)")
     parser.add_argument("--head", default=WORKSPACE, help="commit, branch, experiment or 'workspace' (workspace)")
     parser.add_argument("--out", type=Path, default=Path("review"), help="folder for compare.md and plots/ (review)")

@@ -3,17 +3,17 @@ the metrics and plots that dvc.yaml declares and the params that made them. `par
 and report sections."""
 from __future__ import annotations
 
-import csv
 import fnmatch
 import json
 import math
 import re
 from pathlib import Path
 
-
 from lifecycle.core import StageError
+from lifecycle.review.plots import render_png
 
-DVC_YAML, REPORT, CARD, FIGURES = Path("dvc.yaml"), Path("reports/report.md"), Path("reports/MODEL_CARD.md"), Path("reports/figures")
+DVC_YAML, REPORT, CARD, FIGURES = (Path("dvc.yaml"), Path("reports/report.md"), Path("reports/MODEL_CARD.md"),
+                                   Path("reports/figures"))
 
 # Report files with a section of their own; every other declared metrics file gets a generic table under the
 # heading of the first matching pattern (else "Other metrics").
@@ -27,8 +27,7 @@ FIGURE_SECTIONS = [("reports/plots/lengths", "Data"), ("reports/live/pretrain", 
                    ("reports/live/finetune", "Fine-tuning"), ("reports/plots/confusion", "Evaluation"),
                    ("reports/plots/calibration", "Evaluation"), ("reports/plots/bias", "Bias"),
                    ("reports/plots/compress", "Compression"), ("reports/plots/speedup", "Benchmark"),
-                   ("reports/plots/bench", "Benchmark"), ("", "Figures")]
-BAR_TEMPLATES = ("bar_horizontal", "bar_horizontal_sorted", "bar_interval")
+                   ("reports/plots/bench", "Benchmark"), ("reports/plots/monitor", "Monitoring"), ("", "Figures")]
 
 
 # ---------------------------------------------------------------- what dvc.yaml declares
@@ -42,36 +41,11 @@ def declared_metrics(dvc: dict) -> list[str]:
     return [name for stage in dvc.get("stages", {}).values() for name in _names(stage.get("metrics"))]
 
 
-def declared_plots(dvc: dict) -> list[dict]:
-    """[{title, template, x, files: {path: y}, x_label, y_label}] of dvc.yaml's top-level plots."""
-    plots = []
-    for entry in dvc.get("plots", []):
-        title, spec = (next(iter(entry.items())) if isinstance(entry, dict) else (entry, {}))
-        spec = spec or {}
-        y = spec.get("y", {title: None})
-        files = y if isinstance(y, dict) else {title: y}
-        plots.append({"title": spec.get("title", title), "template": spec.get("template", "linear"),
-                      "x": spec.get("x"), "files": files, "x_label": spec.get("x_label", spec.get("x")),
-                      "y_label": spec.get("y_label")})
-    return plots
-
-
 def heading_for(path: str) -> str:
     return next(h for pattern, h in GENERIC_HEADINGS if fnmatch.fnmatchcase(path, pattern))
 
 
 # ---------------------------------------------------------------- reading
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a plot data file: JSON (a list of objects), TSV or CSV with a header."""
-    if path.suffix == ".json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(rows, list):
-            raise StageError(f"{path}: a plot's data must be a JSON list of objects")
-        return rows
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
-
 
 def flatten(data, prefix: str = "") -> dict:
     """{'a.b.c': leaf} of a nested report, lists of numbers kept whole."""
@@ -129,74 +103,16 @@ def slug(title: str) -> str:
 
 # ---------------------------------------------------------------- figures
 
-def draw(plot: dict, path: Path, dpi: int) -> bool:
-    """One dvc.yaml plot as a PNG; False when none of its data files exist (that stage has not run)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    series = {f: read_rows(Path(f)) for f in plot["files"] if Path(f).exists()}
-    if not series:
-        return False
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=dpi)
-    if plot["template"] == "confusion":
-        rows = next(iter(series.values()))
-        y_field = next(iter(plot["files"].values()))
-        labels = sorted({r[plot["x"]] for r in rows} | {r[y_field] for r in rows})
-        counts = [[sum(1 for r in rows if r[y_field] == a and r[plot["x"]] == p) for p in labels] for a in labels]
-        ax.imshow(counts, cmap="Blues")
-        ax.set_xticks(range(len(labels)), labels)
-        ax.set_yticks(range(len(labels)), labels)
-        for i, row in enumerate(counts):
-            for j, count in enumerate(row):
-                ax.text(j, i, str(count), ha="center", va="center")
-        ax.set_xlabel(plot["x_label"] or plot["x"])
-        ax.set_ylabel(plot["y_label"] or y_field)
-    elif plot["template"] in BAR_TEMPLATES:  # a value per category; bootstrap intervals when the rows have them
-        rows = next(iter(series.values()))
-        y_field = next(iter(plot["files"].values()))
-        values = [float(r[plot["x"]]) for r in rows]
-        errors = None
-        if rows and all("ci_low" in r and "ci_high" in r for r in rows):
-            errors = [[v - float(r["ci_low"]) for v, r in zip(values, rows)],
-                      [float(r["ci_high"]) - v for v, r in zip(values, rows)]]
-        ax.barh(range(len(rows)), values, xerr=errors, capsize=2, color="tab:blue")
-        ax.set_yticks(range(len(rows)), [str(r[y_field]) for r in rows])
-        ax.invert_yaxis()
-        ax.set_xlabel(plot["x_label"] or plot["x"])
-        ax.set_ylabel(plot["y_label"] or y_field)
-        ax.grid(alpha=0.3, axis="x")
-    else:
-        lines = [(file, y) for file, fields in plot["files"].items() if file in series
-                 for y in (fields if isinstance(fields, list) else [fields])]
-        for file, y in lines:
-            points = [(float(r[plot["x"]]), float(r[y])) for r in series[file] if r.get(y) not in (None, "")]
-            label = f"{Path(file).parent.name}/{y}" if len(series) > 1 else y
-            if points:
-                ax.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
-        if plot["x"] and "length" in plot["title"].lower():
-            ax.set_xscale("log")
-        ax.set_xlabel(plot["x_label"] or "")
-        ax.set_ylabel(plot["y_label"] or "")
-        if len(lines) > 1:
-            ax.legend()
-        ax.grid(alpha=0.3)
-    ax.set_title(plot["title"])
-    fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})  # no version stamp: byte-identical reruns
-    plt.close(fig)
-    return True
-
-
-def draw_all(plots: list[dict], directory: Path, dpi: int) -> dict[str, list[tuple[str, str]]]:
-    """Section -> [(title, file name)] of the figures drawn into `directory`."""
+def draw_all(specs: dict[str, list[dict]], directory: Path, dpi: int) -> dict[str, list[tuple[str, str]]]:
+    """Section -> [(title, file name)] of the figures drawn into `directory`: one PNG per plot with data, from the
+    Vega-Lite specs DVC makes of dvc.yaml's plots (`plots.workspace_specs`)."""
     figures: dict[str, list[tuple[str, str]]] = {}
-    for plot in plots:
-        name = f"{slug(plot['title'])}.png"
-        if draw(plot, directory / name, dpi):
-            first = next(iter(plot["files"]))
-            section = next(s for prefix, s in FIGURE_SECTIONS if first.startswith(prefix))
-            figures.setdefault(section, []).append((plot["title"], name))
+    for title, renders in specs.items():
+        name = f"{slug(title)}.png"
+        render_png(renders[0]["content"], directory / name, ppi=dpi)
+        first = next(iter(renders[0].get("files") or []), "")
+        section = next(s for prefix, s in FIGURE_SECTIONS if first.startswith(prefix))
+        figures.setdefault(section, []).append((title, name))
     return figures
 
 
@@ -254,7 +170,8 @@ def bias_lines(bias: dict | None) -> list[str]:
         for attribute in ("gender", "race", "gender_race"):
             groups = cls.get(f"by_{attribute}") or {}
             if groups:
-                lines += table([attribute.replace("_", " + "), "selection rate", "mean probability", "accuracy", "count"],
+                lines += table([attribute.replace("_", " + "), "selection rate", "mean probability", "accuracy",
+                                "count"],
                                [[g, interval(m, "selection_rate", as_pct=True), fmt(m.get("mean_probability")),
                                  fmt(m.get("accuracy")), fmt(m.get("count"))] for g, m in groups.items()]) + [""]
         dpd, dpr = cls.get("demographic_parity_difference") or {}, cls.get("demographic_parity_ratio") or {}
@@ -300,9 +217,11 @@ def report_markdown(params, reports: dict[str, object], figures: dict) -> str:
     data = r["data"] or {}
     lines += ["## Data", ""] + sources_table(params, r["collect"]) + [""]
     if data:
-        lines += table(["corpus", "documents in", "documents out", "exact duplicates", "near duplicates", "PII replaced"],
+        lines += table(["corpus", "documents in", "documents out", "exact duplicates", "near duplicates",
+                        "PII replaced"],
                        [[c, fmt(get(data, f"{c}.documents_in")), fmt(get(data, f"{c}.documents_out")),
-                         fmt(get(data, f"{c}.duplicates_removed.exact")), fmt(get(data, f"{c}.duplicates_removed.near")),
+                         fmt(get(data, f"{c}.duplicates_removed.exact")),
+                         fmt(get(data, f"{c}.duplicates_removed.near")),
                          fmt(sum((get(data, f"{c}.pii_replaced") or {}).values()))] for c in data]) + [""]
     if r["tokens"]:
         lines += table(["token split", "documents", "tokens", "blocks", "bytes per token"],
@@ -332,7 +251,8 @@ def model_lines(r: dict) -> list[str]:
     if not m and not p:
         return ["No pretraining in this run.", ""]
     rows = [["architecture", f"{m.get('family', '—')}" + (f" (continued from {m['base']})" if m.get("base") else "")],
-            ["parameters", f"{fmt(get(m, 'parameters.total'))} ({fmt(get(m, 'parameters.non_embedding'))} non-embedding)"],
+            ["parameters", f"{fmt(get(m, 'parameters.total'))} "
+                           f"({fmt(get(m, 'parameters.non_embedding'))} non-embedding)"],
             ["context length", fmt(m.get("context_length"))], ["vocabulary", fmt(tok.get("vocab_size"))],
             ["steps", fmt(p.get("steps"))], ["tokens seen", fmt(p.get("tokens_seen"))],
             ["validation loss (nats/token)", fmt(p.get("validation_loss"))],
@@ -359,7 +279,8 @@ def model_card(params, reports: dict[str, object]) -> str:
     lines = ["# Model card", "",
              f"A {m.get('family', 'language')} model of {fmt(get(m, 'parameters.total'))} parameters trained from "
              "params.yaml by this repository's DVC pipeline"
-             + (f", and a {f.get('task')} model fine-tuned from it ({f.get('method')}; classes: {classes})." if f else "."),
+             + (f", and a {f.get('task')} model fine-tuned from it ({f.get('method')}; classes: {classes})."
+                if f else "."),
              "Every figure below is read from the run's reports; `dvc repro` regenerates this card.", "",
              "## Intended use", "", params.report.intended_use, ""]
     if params.report.out_of_scope:

@@ -1,4 +1,4 @@
 from lifecycle.core import run
-from lifecycle.serving.app import main
+from lifecycle.serving.cli import main
 
 run(main)

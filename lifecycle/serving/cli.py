@@ -1,0 +1,64 @@
+"""serve: an OpenAI-compatible HTTP API over a model variant, with dynamic micro-batching, an LRU cache,
+limits, an optional API key, an output filter, Prometheus metrics and a PII-scrubbed request log.
+
+    python -m lifecycle.serving [--variant int8_dynamic] [--port 8000] [--max-batch-size 16] [--models-root models]
+
+Endpoints: POST /v1/completions (stream: server-sent events), GET /v1/models, POST /v1/classify,
+GET /healthz, /readyz, /metrics. Not a DVC stage: it runs until stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from lifecycle.core import StageError
+from lifecycle.params.base import error_lines, load
+from lifecycle.params.serve import ServeParams
+from lifecycle.serving.app import create_app
+from lifecycle.serving.engine import load_served
+
+log = logging.getLogger("llm-lifecycle.serve")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lifecycle.serving", description=__doc__.split("\n")[0])
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--variant", help="overrides serve.variant (and serve.ab)")
+    parser.add_argument("--max-batch-size", type=int, help="overrides serve.max_batch_size (1: no batching)")
+    parser.add_argument("--cache-size", type=int, help="overrides serve.cache_size")
+    parser.add_argument("--request-log", help="overrides serve.request_log")
+    parser.add_argument("--models-root", default="models",
+                        help="directory holding finetuned/, pretrained/, compressed/")
+    return parser.parse_args(argv)
+
+
+def settings_from(params: ServeParams, args: argparse.Namespace) -> ServeParams:
+    """serve params with command-line overrides, validated like params.yaml."""
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
+                                   "max_batch_size": args.max_batch_size, "cache_size": args.cache_size,
+                                   "request_log": args.request_log}.items() if v is not None}
+    if args.variant:
+        overrides["ab"] = None
+    try:
+        return ServeParams.model_validate({**params.model_dump(), **overrides})
+    except ValidationError as err:
+        raise StageError(error_lines(err, "command line", ServeParams)[0]) from None
+
+
+def main(argv=None) -> None:
+    import uvicorn
+    args = parse_args(argv)
+    settings = settings_from(load(serve=ServeParams).serve, args)
+    variants = settings.ab.variants if settings.ab else [settings.variant]
+    if settings.threads:
+        import torch
+        torch.set_num_threads(settings.threads)  # a PyTorch variant gets the same cap as ONNX Runtime's
+    served = {v: load_served(v, Path(args.models_root), settings.threads) for v in variants}
+    app = create_app(settings, served)
+    log.info("serving %s on http://%s:%d (batch <= %d, wait %s ms)", ", ".join(variants), settings.host, settings.port,
+             settings.max_batch_size, settings.max_wait_ms)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)

@@ -1,0 +1,103 @@
+"""The models behind the API: one variant's language model and classifier, and their batched inference."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lifecycle.serving.batching import Job, length_groups
+from lifecycle.serving.streaming import RowStreamer
+
+
+def positions(config, default: int) -> int:
+    """A model's context length in tokens, as its config names it."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", default)
+
+
+@dataclass
+class Served:
+    """The language model and classifier of one variant."""
+    PADDING_SLACK = 1.25  # classification rows batch together when the longest is at most 1.25x the shortest
+    variant: str
+    lm: Any
+    lm_tokenizer: Any
+    classifier: Any
+    classifier_tokenizer: Any
+
+    @property
+    def context(self) -> int:
+        return positions(self.lm.config, 1024)
+
+    @property
+    def classifier_context(self) -> int:
+        return positions(self.classifier.config, 512)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        # The models saw EOS before every document: it starts every prompt (so an empty prompt works too).
+        return [self.lm_tokenizer.eos_token_id] + self.lm_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def generate(self, jobs: list[Job]) -> list[dict]:
+        import torch
+        tok = self.lm_tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        first = jobs[0].payload
+        width = max(len(j.payload["ids"]) for j in jobs)
+        ids = torch.tensor([[pad] * (width - len(j.payload["ids"])) + j.payload["ids"] for j in jobs])  # left padding
+        mask = torch.tensor([[0] * (width - len(j.payload["ids"])) + [1] * len(j.payload["ids"]) for j in jobs])
+        sampling = first["temperature"] > 0
+        if first["seed"] is not None:
+            torch.manual_seed(first["seed"])
+        kwargs = dict(do_sample=True, temperature=first["temperature"], top_p=first["top_p"], top_k=0) if sampling \
+            else dict(do_sample=False)
+        streamer = RowStreamer(jobs) if any(j.payload.get("stream") is not None for j in jobs) else None
+        try:
+            with torch.no_grad():
+                out = self.lm.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad,
+                                       eos_token_id=tok.eos_token_id, streamer=streamer,
+                                       max_new_tokens=max(j.payload["max_tokens"] for j in jobs), **kwargs)
+        finally:
+            if streamer is not None:
+                streamer.end()
+        return [self.generated(row, job.payload["max_tokens"]) for row, job in zip(out[:, width:].tolist(), jobs)]
+
+    def generated(self, row: list[int], max_tokens: int) -> dict:
+        """One row of new tokens: cut at `max_tokens` and at EOS, and decoded."""
+        tok = self.lm_tokenizer
+        row = row[:max_tokens]
+        ended = tok.eos_token_id in row
+        row = row[:row.index(tok.eos_token_id)] if ended else row
+        return {"token_ids": row, "text": tok.decode(row, skip_special_tokens=True), "eos": ended}
+
+    def classify(self, jobs: list[Job]) -> list[dict]:
+        """One forward per group of similar lengths: a classification is compute-bound at batch 1 on a CPU,
+        so padding short texts to the longest one in the batch would cost more than batching saves."""
+        import torch
+        tok = self.classifier_tokenizer
+        texts = [j.payload["text"] for j in jobs]
+        encoded = tok(texts, truncation=True, max_length=self.classifier_context)["input_ids"]
+        probs: list = [None] * len(jobs)
+        for group in length_groups([len(ids) for ids in encoded], self.PADDING_SLACK):
+            batch = tok.pad({"input_ids": [encoded[i] for i in group]}, return_tensors="pt")
+            with torch.no_grad():
+                for i, p in zip(group, torch.softmax(self.classifier(**batch).logits.float(), dim=-1).tolist()):
+                    probs[i] = p
+        labels = self.classifier.config.id2label
+        return [{"label": labels[max(range(len(p)), key=p.__getitem__)],
+                 "scores": {labels[i]: v for i, v in enumerate(p)}} for p in probs]
+
+
+def load_served(variant: str, root: Path, threads: int | None = None) -> Served:
+    """`variant`'s LM and classifier; `threads` caps ONNX Runtime's intra-op threads (serve.threads)."""
+    from lifecycle.variants import load_classifier, load_lm
+    lm, lm_tok = load_lm(variant, root, threads)
+    classifier, classifier_tok = load_classifier(variant, root, threads)
+    if classifier_tok.pad_token_id is None:
+        classifier_tok.pad_token = classifier_tok.eos_token
+    return Served(variant, lm, lm_tok, classifier, classifier_tok)
+
+
+def run_batch(served: dict[str, Served], jobs: list[Job]) -> list[dict]:
+    """A batch's model call: its variant's generate or classify (the key is (task, variant, ...))."""
+    task, variant = jobs[0].key[:2]
+    model = served[variant]
+    return model.generate(jobs) if task == "generate" else model.classify(jobs)
