@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro test lint deps bench params compare exps review clean
+.PHONY: setup repro test lint deps bench params compare exp exps review clean
 
 # Comparison of two runs (commit, branch, experiment name or workspace) -> $(REVIEW)/compare.md + plots/*.png
 BASE   ?= main
@@ -48,6 +48,9 @@ bench: setup           ## throughput benchmarks -> reports/bench/ (serve_load ne
 
 compare:               ## Markdown review of BASE vs HEAD: changed params, metric deltas, gates, changed plots
 	python -m lifecycle.review.compare --base $(BASE) --head $(HEAD) --out $(REVIEW) $(COMPARE_FLAGS)
+
+exp:                   ## dvc exp run that puts params.yaml back if the run fails: make exp ARGS='-S finetune.method=lora'
+	python -m lifecycle.experiments $(ARGS)
 
 exps:                  ## a readable `dvc exp show`: the params that differ and the metrics the gates name
 	@python -m lifecycle.review.compare --experiments

@@ -1,4 +1,5 @@
-"""Serving load test on loopback: 16 concurrent clients, a bounded number of requests, batching on vs off.
+"""Serving load test on loopback: 16 concurrent clients, a bounded number of requests, batching on vs off; then
+per-request isolation under load: 64 clients, one request in ten invalid.
 
 Starts `python -m lifecycle.serving` twice (max_batch_size = serve.max_batch_size, then 1; cache off so every request
 runs the model) and sends each server the same workloads: greedy completions of `--max-tokens` tokens, long
@@ -7,12 +8,20 @@ ones of serve.max_tokens_limit tokens (prompts: lines of the pretraining validat
 failures with and without batching, and their ratio -> reports/bench/serve.json. `--sample-log` keeps the batched
 server's request log of the mixed workload (the monitor stage's default input, data/requests/sample.jsonl).
 
+The batched server then gets the isolation scenario (`isolation`): `--isolation-clients` concurrent clients each
+send `--isolation-requests` mixed requests (greedy, sampled, seeded, streamed and multi-prompt completions, single
+and listed classifications), one in ten of them invalid (an empty text, an out-of-range seed or other number, a
+prompt over the limit, an unknown model, malformed JSON...). Every valid one must succeed and every invalid one get
+a 4xx in OpenAI's error shape: the counts, the invalid ones' statuses and the latencies go to the report.
+
     python -m benchmarks.serve_load [--models-root models] [--variant int8_dynamic] [--sample-log PATH]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import json
 import logging
 import os
 import platform
@@ -39,11 +48,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def workloads(requests: int, prompt_words: int, max_tokens: int, long_tokens: int) -> dict[str, list[tuple[str, dict]]]:
-    """Each workload's requests, drawn in file order (deterministic)."""
+def inputs(prompt_words: int) -> tuple[list[str], list[str]]:
+    """(prompts: validation lines of 1..`prompt_words` words; texts to classify: the fine-tuning test split)."""
     prompts = [line.strip() for doc in read_jsonl(PROMPTS) for line in doc["text"].split("\n")
                if 1 <= len(line.split()) <= prompt_words]
-    texts = [d["text"] for d in read_jsonl(TEXTS)]
+    return prompts, [d["text"] for d in read_jsonl(TEXTS)]
+
+
+def workloads(requests: int, prompts: list[str], texts: list[str], max_tokens: int,
+              long_tokens: int) -> dict[str, list[tuple[str, dict]]]:
+    """Each workload's requests, drawn in file order (deterministic)."""
 
     def completion(i: int, tokens: int):
         return "/v1/completions", {"prompt": prompts[i % len(prompts)], "max_tokens": tokens, "temperature": 0}
@@ -92,21 +106,143 @@ async def load(base_url: str, requests: list[tuple[str, dict]], clients: int) ->
             "latency_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1)}
 
 
+# ---------------------------------------------------------------- isolation: valid and invalid requests mixed
+
+INVALID_EVERY = 10  # one request in ten is invalid
+
+
+def valid_request(i: int, prompts: list[str], texts: list[str], max_tokens: int) -> tuple[str, str, dict]:
+    """The i-th valid request of the isolation scenario: (kind, path, body), kinds in turn."""
+    prompt, text = prompts[i % len(prompts)], texts[i % len(texts)]
+    completion = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
+    kinds = [("greedy", "/v1/completions", completion),
+             ("sampled", "/v1/completions", {**completion, "temperature": 0.8, "top_p": 0.9}),
+             ("seeded", "/v1/completions", {**completion, "temperature": 1.0, "seed": i}),
+             ("streamed", "/v1/completions", {**completion, "stream": True}),
+             ("prompts", "/v1/completions", {**completion, "prompt": [prompt, prompts[(i + 1) % len(prompts)]]}),
+             ("classify", "/v1/classify", {"input": text}),
+             ("classify_list", "/v1/classify", {"input": [text, texts[(i + 1) % len(texts)]]})]
+    return kinds[i % len(kinds)]
+
+
+def invalid_request(i: int, prompt: str, text: str, settings: P.ServeParams) -> tuple[str, str, dict | bytes]:
+    """The i-th invalid request: (kind, path, body: JSON, or bytes sent as they are), kinds in turn."""
+    completion = {"prompt": prompt, "max_tokens": settings.default_max_tokens, "temperature": 0}
+    kinds = [("empty_text", "/v1/classify", {"input": ""}),
+             ("empty_text_in_list", "/v1/classify", {"input": [text, ""]}),
+             ("huge_seed", "/v1/completions", {**completion, "temperature": 1.0, "seed": 2 ** 70}),
+             ("huge_seed_streamed", "/v1/completions", {**completion, "seed": 2 ** 70, "stream": True}),
+             ("max_tokens_over_limit", "/v1/completions", {**completion, "max_tokens": settings.max_tokens_limit + 1}),
+             ("temperature", "/v1/completions", {**completion, "temperature": 2.5}),
+             ("top_p", "/v1/completions", {**completion, "temperature": 1.0, "top_p": 0}),
+             ("n", "/v1/completions", {**completion, "n": 2}),
+             ("presence_penalty", "/v1/completions", {**completion, "presence_penalty": 3}),
+             ("prompt_too_long", "/v1/completions", {**completion, "prompt": "word " * 2 * settings.max_prompt_tokens}),
+             ("unknown_model", "/v1/classify", {"model": "gpt-4", "input": text}),
+             ("malformed_json", "/v1/completions", b'{"prompt": "To be", "max_tokens": '),
+             ("no_prompt", "/v1/completions", {"max_tokens": 4})]
+    return kinds[i % len(kinds)]
+
+
+def isolation_requests(clients: int, per_client: int, prompts: list[str], texts: list[str],
+                       settings: P.ServeParams, max_tokens: int) -> list[list[tuple[str, str, dict | bytes, bool]]]:
+    """Each client's requests, (kind, path, body, valid): request g (over all clients) is invalid when g % 10 == 9."""
+    schedule = []
+    for c in range(clients):
+        own = []
+        for g in range(c * per_client, (c + 1) * per_client):
+            if g % INVALID_EVERY == INVALID_EVERY - 1:
+                own.append((*invalid_request(g // INVALID_EVERY, prompts[g % len(prompts)], texts[g % len(texts)],
+                                             settings), False))
+            else:
+                own.append((*valid_request(g, prompts, texts, max_tokens), True))
+        schedule.append(own)
+    return schedule
+
+
+def judged(status: int, text: str, stream: bool) -> tuple[bool, bool]:
+    """(answered: a 200 with choices or data, or a stream ending in [DONE] without an error event; rejected: a 4xx
+    in OpenAI's error shape)."""
+    if status == 200 and stream:
+        events = [line for line in text.splitlines() if line]
+        return events[-1:] == ["data: [DONE]"] and not any(e.startswith('data: {"error"') for e in events), False
+    try:
+        if status == 200:
+            return bool({"choices", "data"} & set(json.loads(text))), False
+        error = json.loads(text)["error"]
+        shaped = set(error) == {"message", "type", "param", "code"}
+    except (ValueError, KeyError, TypeError):
+        shaped = False
+    return False, 400 <= status < 500 and shaped
+
+
+async def isolation_load(base_url: str, schedule: list[list[tuple]]) -> dict:
+    """Every client of `schedule` sending its requests in turn, all clients at once: counts of valid failures and
+    of invalid requests answered with a 4xx in OpenAI's shape, each invalid kind's statuses, and the latencies."""
+    import aiohttp
+    latencies: dict[bool, list[float]] = {True: [], False: []}
+    failures: list[str] = []
+    statuses: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    counts = collections.Counter()
+
+    async def client(http: aiohttp.ClientSession, requests: list[tuple]):
+        for kind, path, body, valid in requests:
+            start = time.perf_counter()
+            sent = {"data": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, bytes) \
+                else {"json": body}
+            try:
+                async with http.post(path, **sent) as response:
+                    status, text = response.status, await response.text()
+            except (TimeoutError, aiohttp.ClientError) as err:
+                status, text = 0, repr(err)
+            latencies[valid].append(time.perf_counter() - start)
+            answered, rejected = judged(status, text, isinstance(body, dict) and body.get("stream", False))
+            counts[("valid" if valid else "invalid", answered if valid else rejected)] += 1
+            if not valid:
+                statuses[kind][str(status)] += 1
+            if (valid and not answered) or (not valid and not rejected):
+                failures.append(f"{kind}: {status} {text[:200]}")
+
+    async with aiohttp.ClientSession(base_url=base_url, timeout=aiohttp.ClientTimeout(total=120),
+                                     connector=aiohttp.TCPConnector(limit=len(schedule))) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http, requests) for requests in schedule))
+        wall = time.perf_counter() - start
+    every = sorted(latencies[True] + latencies[False])
+    return {"clients": len(schedule), "requests_per_client": len(schedule[0]) if schedule else 0,
+            "requests": len(every), "valid": counts["valid", True] + counts["valid", False],
+            "valid_failed": counts["valid", False], "invalid": counts["invalid", True] + counts["invalid", False],
+            "invalid_4xx": counts["invalid", True], "invalid_not_4xx": counts["invalid", False],
+            "first_failures": failures[:3], "invalid_statuses": {k: dict(v) for k, v in sorted(statuses.items())},
+            "wall_s": round(wall, 3), "requests_per_s": round(len(every) / wall, 2),
+            "latency_p50_ms": percentile_ms(every, 0.5), "latency_p95_ms": percentile_ms(every, 0.95),
+            "valid_latency_p95_ms": percentile_ms(sorted(latencies[True]), 0.95),
+            "invalid_latency_p95_ms": percentile_ms(sorted(latencies[False]), 0.95)}
+
+
+def percentile_ms(ordered: list[float], q: float) -> float | None:
+    return round(1000 * ordered[int(q * (len(ordered) - 1))], 1) if ordered else None
+
+
+# ---------------------------------------------------------------- the servers
+
 def serve(port: int, batch: int, args, log_path: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's stages
     cmd = [sys.executable, "-m", "lifecycle.serving", "--port", str(port), "--max-batch-size", str(batch),
            "--cache-size", "0", "--request-log", log_path, "--models-root", args.models_root]
     if args.variant:
         cmd += ["--variant", args.variant]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # stderr to a file: a pipe that nobody reads fills up (64 KiB of logged errors) and then stops the server
+    with open(f"{log_path}.stderr", "wb") as stderr:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-def wait_ready(process: subprocess.Popen, base_url: str, timeout: float = 120) -> None:
+def wait_ready(process: subprocess.Popen, base_url: str, stderr: Path, timeout: float = 120) -> None:
     import httpx
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise StageError(f"the server exited: {process.stderr.read().strip().splitlines()[-1:]}")
+            raise StageError(f"the server exited: {stderr.read_text(errors='replace').strip().splitlines()[-1:]}")
         try:
             if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
                 return
@@ -116,29 +252,32 @@ def wait_ready(process: subprocess.Popen, base_url: str, timeout: float = 120) -
     raise StageError(f"the server was not ready after {timeout} s")
 
 
-def measure(batch: int, work: dict[str, list], args, log_path: str, keep_log: str | None) -> dict[str, dict]:
+def measure(batch: int, work: dict[str, list], args, log_path: str, keep_log: str | None,
+            isolation: list[list[tuple]] | None = None) -> dict[str, dict]:
     """One server (`batch` = its max_batch_size), every workload in turn after a warm-up; `keep_log` receives the
-    request log of the mixed workload."""
+    request log of the mixed workload; then the `isolation` scenario, if any (its result under "isolation")."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     process = serve(port, batch, args, log_path)
     results = {}
     try:
-        wait_ready(process, base_url)
+        wait_ready(process, base_url, Path(f"{log_path}.stderr"))
         asyncio.run(load(base_url, work["mixed"][:args.clients], args.clients))  # warm-up
         for name, requests in work.items():
             Path(log_path).unlink(missing_ok=True)
             results[name] = asyncio.run(load(base_url, requests, args.clients))
             if name == "mixed" and keep_log:
                 Path(keep_log).write_bytes(Path(log_path).read_bytes())
+        if isolation:
+            results["isolation"] = asyncio.run(isolation_load(base_url, isolation))
     finally:
         process.terminate()
         process.wait(timeout=30)
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="serving load test, batching on vs off")
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="serving load test, batching on vs off; per-request isolation")
     parser.add_argument("--models-root", default="models")
     parser.add_argument("--variant", help="default: serve.variant from params.yaml")
     parser.add_argument("--clients", type=int, default=16)
@@ -147,24 +286,14 @@ def main() -> None:
                         help="prompts: validation lines of at most this many words")
     parser.add_argument("--max-tokens", type=int, help="tokens per completion (default: serve.default_max_tokens)")
     parser.add_argument("--sample-log", help="keep the batched server's request log of the mixed workload here")
-    args = parser.parse_args()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = P.load().serve
-    max_tokens = args.max_tokens or settings.default_max_tokens
-    work = workloads(args.requests, args.prompt_words, max_tokens, settings.max_tokens_limit)
-    descriptions = {"completions": f"greedy completions of {max_tokens} tokens",
-                    "long_completions": f"greedy completions of {settings.max_tokens_limit} tokens "
-                                        "(serve.max_tokens_limit)",
-                    "classifications": "classifications of fine-tuning test texts",
-                    "mixed": f"completions of {max_tokens} tokens alternating with classifications"}
-    with tempfile.TemporaryDirectory() as tmp:
-        keep = f"{tmp}/mixed.jsonl" if args.sample_log else None
-        batched = measure(settings.max_batch_size, work, args, f"{tmp}/batched.jsonl", keep)
-        unbatched = measure(1, work, args, f"{tmp}/unbatched.jsonl", None)
-        if args.sample_log:
-            Path(args.sample_log).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.sample_log).write_bytes(Path(keep).read_bytes())
-    report = {
+    parser.add_argument("--isolation-clients", type=int, default=64, help="isolation scenario: concurrent clients")
+    parser.add_argument("--isolation-requests", type=int, default=20,
+                        help="isolation scenario: requests per client (one in ten invalid; 0: skip the scenario)")
+    return parser.parse_args()
+
+
+def report_of(args, settings: P.ServeParams, descriptions: dict[str, str], batched: dict, unbatched: dict) -> dict:
+    return {
         "variant": args.variant or settings.variant, "clients": args.clients, "threads": settings.threads,
         "requests_per_workload": args.requests, "cache": "off",
         "prompts": f"validation lines of <= {args.prompt_words} words",
@@ -174,10 +303,43 @@ def main() -> None:
                              "no_batching": {"max_batch_size": 1, **unbatched[name]},
                              "throughput_ratio": round(batched[name]["requests_per_s"]
                                                        / unbatched[name]["requests_per_s"], 2)}
-                      for name in work},
+                      for name in descriptions},
+        **({"isolation": {"description": "mixed completions and classifications, one in ten invalid: every valid "
+                                         "one must succeed, every invalid one get a 4xx in OpenAI's error shape",
+                          "max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
+                          **batched["isolation"]}} if "isolation" in batched else {}),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
+
+
+def main() -> None:
+    args = parse_args()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = P.load().serve
+    max_tokens = args.max_tokens or settings.default_max_tokens
+    prompts, texts = inputs(args.prompt_words)
+    work = workloads(args.requests, prompts, texts, max_tokens, settings.max_tokens_limit)
+    isolation = isolation_requests(args.isolation_clients, args.isolation_requests, prompts, texts, settings,
+                                   max_tokens) if args.isolation_requests else None
+    descriptions = {"completions": f"greedy completions of {max_tokens} tokens",
+                    "long_completions": f"greedy completions of {settings.max_tokens_limit} tokens "
+                                        "(serve.max_tokens_limit)",
+                    "classifications": "classifications of fine-tuning test texts",
+                    "mixed": f"completions of {max_tokens} tokens alternating with classifications"}
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = f"{tmp}/mixed.jsonl" if args.sample_log else None
+        batched = measure(settings.max_batch_size, work, args, f"{tmp}/batched.jsonl", keep, isolation)
+        unbatched = measure(1, work, args, f"{tmp}/unbatched.jsonl", None)
+        if args.sample_log:
+            Path(args.sample_log).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.sample_log).write_bytes(Path(keep).read_bytes())
+    report = report_of(args, settings, descriptions, batched, unbatched)
     write_json(OUT, report)
+    summarize(report)
+
+
+def summarize(report: dict) -> None:
+    """Prints the figures; a failed valid request, or an invalid one not answered with a 4xx, is an error."""
     for name, row in report["workloads"].items():
         on, off = row["batching"], row["no_batching"]
         print(f"{name:17s} batching {on['requests_per_s']:7.2f} req/s (p50 {on['latency_p50_ms']} ms, p95 "
@@ -185,9 +347,15 @@ def main() -> None:
               f"p95 {off['latency_p95_ms']} ms): {row['throughput_ratio']}x; failed {on['failed']} + {off['failed']}")
     failed = [row[mode]["first_failures"] for row in report["workloads"].values()
               for mode in ("batching", "no_batching") if row[mode]["failed"]]
+    if iso := report.get("isolation"):
+        print(f"isolation         {iso['clients']} clients x {iso['requests_per_client']}: "
+              f"{iso['requests_per_s']:7.2f} req/s (p50 {iso['latency_p50_ms']} ms, p95 {iso['latency_p95_ms']} ms); "
+              f"valid failed {iso['valid_failed']} of {iso['valid']}, "
+              f"invalid 4xx {iso['invalid_4xx']} of {iso['invalid']}")
+        if iso["valid_failed"] or iso["invalid_not_4xx"]:
+            failed.append(iso["first_failures"])
     if failed:
         raise StageError(f"failed requests: {failed[0]}")
-
 
 if __name__ == "__main__":
     run(main)

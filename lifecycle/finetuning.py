@@ -111,7 +111,8 @@ def task_data(f: FinetuneParams, tokenizer, train: tuple[list, list], validation
         causal_lm_collate, None
 
 
-def run_summary(f: FinetuneParams, trainer, result, best: dict, counts: dict) -> dict:
+def run_summary(f: FinetuneParams, trainer, run: dict, best: dict, counts: dict) -> dict:
+    """`run`: the whole run's train loss and wall seconds (training.WholeRun: before and after a resume)."""
     from lifecycle.training import checkpoint_step
 
     best_checkpoint = trainer.state.best_model_checkpoint
@@ -119,5 +120,5 @@ def run_summary(f: FinetuneParams, trainer, result, best: dict, counts: dict) ->
             "best_step": checkpoint_step(Path(best_checkpoint)) if best_checkpoint else None,
             "validation": {k.removeprefix("eval_"): round(v, 5) for k, v in best.items()
                            if k in ("eval_loss", "eval_accuracy", "eval_macro_f1")},
-            "train_seconds": round(result.metrics["train_runtime"], 2)}
+            "train_loss": round(run["train_loss"], 5), "train_seconds": round(run["seconds"], 2)}
 

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lifecycle.core import DataError
+from lifecycle.core import DataError, StageError
 
 # ---- atomic outputs: a failed or killed stage never leaves a half-written output ----
 
@@ -28,16 +28,31 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
         tmp.chmod(0o644)  # mkstemp's 0600 would make outputs unreadable to others
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        os.replace(tmp, path)
+        replace(tmp, path)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def replace(new: Path, path: Path) -> None:
+    """Put `new` at `path`. A file is replaced in one rename; a directory is swapped in two (the previous one is
+    moved aside first, and put back if the second rename fails), so `path` is never half-written."""
+    if not (path.is_dir() and not path.is_symlink()):
+        if new.is_dir() and (path.exists() or path.is_symlink()):
+            path.unlink()
+        os.replace(new, path)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp", dir=path.parent))
+    os.replace(path, aside / path.name)
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(aside / path.name, path)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_json(path: str | Path, data) -> None:
@@ -91,5 +106,7 @@ def parse_jsonl(text: str, path: str | Path, required: Iterable[str] = ("text",)
 
 def read_jsonl(path: str | Path, required: Iterable[str] = ("text",), text_column: str | None = "text") -> list[dict]:
     path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{path}: no such file (run the stage that writes it first: dvc repro)")
     return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required),
                                                 text_column)]

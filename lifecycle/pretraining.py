@@ -101,12 +101,14 @@ def gather(value):
     return values
 
 
-def run_report(p: PretrainParams, trainer, result, final: dict, timing: dict, data: dict) -> dict:
-    """The figures of a finished run. `timing`: steps, seconds, peak FLOP/s, FLOPs per token, sequence length,
-    world size; `data`: train and validation sequences, vocabulary size, validation tokens and bytes."""
+def run_report(p: PretrainParams, trainer, run: dict, final: dict, timing: dict, data: dict) -> dict:
+    """The figures of a finished run. `run`: the whole run's train loss, wall seconds, and the optimizer steps
+    timed and their seconds (training.WholeRun: before and after a resume); `timing`: peak FLOP/s, FLOPs per
+    token, sequence length, world size; `data`: train and validation sequences, vocabulary size, validation
+    tokens and bytes."""
     world_size, length = timing["world_size"], timing["length"]
     tokens_per_step = p.batch_size * p.gradient_accumulation_steps * world_size * length
-    tokens_per_second = timing["steps"] * tokens_per_step / timing["seconds"] if timing["seconds"] else 0.0
+    tokens_per_second = run["steps"] * tokens_per_step / run["step_seconds"] if run["step_seconds"] else 0.0
     achieved = tokens_per_second * timing["flops_per_token"]
     loss, steps = final["eval_loss"], trainer.state.global_step
     return {
@@ -114,12 +116,12 @@ def run_report(p: PretrainParams, trainer, result, final: dict, timing: dict, da
         "validation_perplexity": round(math.exp(loss), 3),
         "validation_bits_per_byte": round(bits_per_byte(loss, data["tokens"], data["bytes"]), 4),
         "unigram_perplexity": round(unigram_perplexity(data["train"], data["validation"], data["vocab_size"]), 3),
-        "train_loss": round(result.training_loss, 4),
+        "train_loss": round(run["train_loss"], 4),
         "steps": steps, "resumed_from_step": timing["resumed_from_step"],
         "tokens_seen": steps * tokens_per_step,
         "tokens_per_parameter": round(steps * tokens_per_step / timing["parameters"], 3),
         "tokens_per_second": round(tokens_per_second, 1),
-        "train_seconds": round(result.metrics["train_runtime"], 2),
+        "train_seconds": round(run["seconds"], 2),
         "achieved_tflops": round(achieved / 1e12, 4),
         "peak_tflops_measured": round(timing["peak"] * world_size / 1e12, 4),
         "mfu": round(achieved / (timing["peak"] * world_size), 4),

@@ -198,19 +198,22 @@ def read_hf(source: Source) -> list[tuple[str, str | None, str]]:
             for i, (t, lab) in enumerate(zip(dataset[source.text_column], labels))]
 
 
-def map_label(source: Source, raw: str | None, path, row) -> str | None:
-    """Class name for a raw label; None means the row is dropped (drop_labels)."""
+def map_label(source: Source, raw: str | None, path, row, classes: list[str] | None = None) -> str | None:
+    """Class name for a raw label; None means the row is dropped (drop_labels). With `classes` (finetune.classes),
+    a label that is none of them stops collect, naming the user's file and row (not, later, the prepared split)."""
     if raw in source.drop_labels:
         return None
-    if not source.label_map:
-        return raw
-    if raw not in source.label_map:
+    if source.label_map and raw not in source.label_map:
         allowed = ", ".join(list(source.label_map) + source.drop_labels)
         raise DataError(path, row, f"label {raw!r} is not one of {allowed} (collect label_map / drop_labels)")
-    return source.label_map[raw]
+    label = source.label_map.get(raw, raw)
+    if classes is not None and label not in classes:
+        raise DataError(path, row, f"label {label!r} is not one of finetune.classes ({', '.join(classes)}): give "
+                                   f"source '{source.name}' a label_map (raw label -> class) or drop_labels")
+    return label
 
 
-def read_source(source: Source) -> list[dict]:
+def read_source(source: Source, classes: list[str] | None = None) -> list[dict]:
     if source.kind == "hf":
         items = read_hf(source)
     else:
@@ -224,7 +227,7 @@ def read_source(source: Source) -> list[dict]:
         doc = {"id": f"{source.name}:{where}", "text": text, "source": source.name}
         if source.label_column:
             file, _, row = where.rpartition(":")
-            doc["label"] = map_label(source, raw_label, file, int(row) if row.isdigit() else 0)
+            doc["label"] = map_label(source, raw_label, file, int(row) if row.isdigit() else 0, classes)
             if doc["label"] is None:
                 continue
         docs.append(doc)
@@ -255,11 +258,14 @@ def summary(before: dict[str, list[dict]], after: dict[str, list[dict]]) -> dict
             for name in before}
 
 
-def collect_corpus(sources: list[Source], seed: int, weighted: bool) -> tuple[list[dict], dict]:
+def collect_corpus(sources: list[Source], seed: int, weighted: bool,
+                   classes: list[str] | None = None) -> tuple[list[dict], dict]:
+    """Every source's documents (mixed by weight when `weighted`) and their summary; labelled sources' labels must
+    be `classes` when given."""
     read = {}
     for source in sources:
         log.info("reading %s (%s)", source.name, source.kind)
-        read[source.name] = read_source(source)
+        read[source.name] = read_source(source, classes)
         if not read[source.name]:
             raise StageError(f"source '{source.name}': no documents")
     kept = mix(read, {s.name: s.weight for s in sources}, seed) if weighted else read

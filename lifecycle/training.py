@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 log = logging.getLogger("llm-lifecycle.training")
 FINGERPRINT, FINISHED = "fingerprint.json", "finished"
@@ -94,8 +95,19 @@ def resume_for(directory: Path, is_main: bool, inputs: list[Path], *parts) -> Pa
     return resume
 
 
-def mark_finished(directory: Path) -> None:
-    """A finished run is not resumed (the Trainer would run one step past the end): the next run starts fresh."""
+def curves_of(directory: Path) -> Path:
+    """dvclive's folder for the run in progress: beside its checkpoints, so a resume continues the run's own curves
+    while reports/live/<stage> keeps the previous run's until this one finishes (see mark_finished)."""
+    return Path(directory) / "live"
+
+
+def mark_finished(directory: Path, curves: Path) -> None:
+    """Publish the run's curves to `curves` (the previous ones replaced whole, atomically), then mark the run finished:
+    a finished run is not resumed (the Trainer would run one step past the end), the next run starts fresh."""
+    from lifecycle.io import atomic_path
+    with atomic_path(curves, directory=True) as tmp:
+        if curves_of(directory).is_dir():
+            shutil.copytree(curves_of(directory), tmp, dirs_exist_ok=True)
     (Path(directory) / FINISHED).touch()
 
 
@@ -180,3 +192,77 @@ class StepTimer(TrainerCallback):
             self.seconds += time.perf_counter() - self._start
             self.steps += 1
             self._start = None
+
+
+# ---- the whole run's figures: a resumed run reports what an uninterrupted one would ----
+
+TOTALS = ("loss_sum", "seconds", "step_seconds", "steps")
+
+
+class WholeRun(StepTimer, ExportableState):
+    """Train loss, wall seconds and optimizer-step seconds of the whole run, across kills and resumes.
+
+    The Trainer's own figures cover only the steps this process ran: after a resume its train_runtime misses the
+    time before the checkpoint, and its train_loss divides the loss summed since the resume by every step (far too
+    low). Each checkpoint's trainer_state.json (written in one piece with the rest of the Trainer's state) holds
+    the totals so far, and a resumed run adds to them: its train loss is the uninterrupted run's (the same sum, added
+    up in another order), its seconds those of both processes, less the steps trained after the last
+    checkpoint and lost to the kill (trained again, they count once)."""
+
+    def __init__(self, resume: Path | None = None):
+        super().__init__()
+        self.resume, self.before = resume, saved_totals(resume, type(self).__name__)
+        self.trainer, self._began = None, None
+
+    def train(self, trainer) -> dict:
+        """trainer.train() (from the checkpoint to resume, if any) -> the whole run's train_loss, seconds (wall),
+        step_seconds and steps (the optimizer steps they timed)."""
+        self.trainer = trainer
+        result = trainer.train(resume_from_checkpoint=str(self.resume) if self.resume else None)
+        run = self.totals(result.metrics["train_runtime"])
+        run["train_loss"] = run["loss_sum"] / max(trainer.state.global_step, 1)  # the Trainer's own formula
+        if self.resume:
+            log.info("whole run: train loss %.4f over %d steps, %.1f s (%.1f s of them before the resume from %s)",
+                     run["train_loss"], trainer.state.global_step, run["seconds"], self.before["seconds"],
+                     self.resume.name)
+        return run
+
+    def totals(self, seconds: float) -> dict:
+        """The run's figures so far, `seconds` of them (wall) in this process."""
+        # the Trainer's running loss sum over the steps up to its last log (private; its own train_loss uses it)
+        loss_sum = self.trainer._total_loss_scalar if self._began is not None else 0.0
+        here = {"loss_sum": loss_sum, "seconds": seconds, "step_seconds": self.seconds, "steps": self.steps}
+        return {key: self.before[key] + here[key] for key in TOTALS}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._began = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        super().on_step_end(args, state, control, **kwargs)
+        log_before_saving(control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        log_before_saving(control)
+
+    def state(self) -> dict:
+        """Written into trainer_state.json at each checkpoint (the Trainer logs first, so the loss sum is whole)."""
+        return {"args": {}, "attributes": self.totals(time.time() - self._began if self._began else 0.0)}
+
+
+def log_before_saving(control) -> None:
+    """The Trainer adds the loss of the steps since its last log to its loss sum only when it logs."""
+    if control.should_save:
+        control.should_log = True
+
+
+def saved_totals(checkpoint: Path | None, name: str) -> dict:
+    """The totals a checkpoint's trainer_state.json holds (zero for a fresh start)."""
+    totals = dict.fromkeys(TOTALS, 0)
+    if checkpoint is None:
+        return totals
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    saved = state.get("stateful_callbacks", {}).get(name, {}).get("attributes")
+    if not saved:
+        log.warning("%s holds no whole-run totals: loss and seconds cover the steps after it only", checkpoint)
+        return totals
+    return {**totals, **{key: saved[key] for key in TOTALS if key in saved}}

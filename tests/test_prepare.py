@@ -11,7 +11,7 @@ from lifecycle.dedup import exact_key, near_duplicates
 from lifecycle.params import schema as P
 from lifecycle.pii import luhn_valid, scrub_pii
 from lifecycle.text import FILTERS, normalize, quality_failure
-from tests.conftest import default_params
+from tests.conftest import default_params, run_stage, the_error
 
 # ---------------------------------------------------------------- helpers
 
@@ -408,3 +408,9 @@ def test_length_histogram_sorts_and_dedups_edges():
 def test_length_histogram_empty_splits_give_zero_bins():
     assert length_histogram({"train": []}, [3, 10]) == [{"max_words": 3, "documents": 0},
                                                          {"max_words": 10, "documents": 0}]
+
+
+@pytest.mark.parametrize("stage, missing", [("prepare", "data/raw/pretrain.jsonl"),
+                                            ("tokenizer", "data/prepared/pretrain/train.jsonl")])
+def test_missing_input_is_one_line(project, stage, missing):
+    assert f"error: {missing}: no such file" in the_error(run_stage(stage, project))

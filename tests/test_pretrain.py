@@ -1,6 +1,7 @@
 """pretrain on a tiny config: resume after kill -9, determinism, torchrun, reports, and the model factory."""
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -66,36 +67,83 @@ def test_same_seed_gives_the_same_final_loss_and_a_rerun_starts_fresh(workdir):
     assert second["weights_sha256"] == first["weights_sha256"]
 
 
+def trainer_printed(stdout: str, key: str) -> float:
+    """A figure the Trainer itself prints at the end of train(), about the steps of that process."""
+    return float(re.findall(rf"'{key}': ([0-9.e+-]+)", stdout)[-1])
+
+
+def kill_after_checkpoints(directory, stage: str, steps: tuple[int, int]) -> dict:
+    """Start the stage, SIGKILL it once the second of `steps` has a complete checkpoint: when each was seen, and
+    when the process started and was killed (wall clock)."""
+    started = time.time()
+    process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=directory, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen, deadline = {}, time.time() + 300
+    while steps[-1] not in seen and process.poll() is None and time.time() < deadline:
+        for step in steps:
+            if step not in seen and (directory / f"models/checkpoints/{stage}/checkpoint-{step}/trainer_state.json"
+                                     ).exists():
+                seen[step] = time.time()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return {"seen": seen, "started": started, "killed": time.time()}
+
+
+def kill_resume_and_rerun(project, reference, stage: str, steps: tuple[int, int]):
+    """kill -9 `stage` in `project` after checkpoints `steps`, resume it there, and run it uninterrupted in
+    `reference`: (kill timings, the resumed run, the uninterrupted run)."""
+    kill = kill_after_checkpoints(project, stage, steps)
+    assert kill["seen"].keys() == set(steps), "the run never wrote its second checkpoint"
+    assert not (project / f"reports/{stage}.json").exists(), "killed before the end"
+    resumed = run_stage(stage, project)
+    assert resumed.returncode == 0 and "resuming from" in resumed.stderr, resumed.stderr
+    uninterrupted = run_stage(stage, reference)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    return kill, resumed, uninterrupted
+
+
+def assert_both_parts_counted(train_seconds: float, resumed_stdout: str, kill: dict) -> None:
+    """The seconds of a resumed run: the resumed process's own (as the Trainer prints them) plus those before the
+    checkpoint, which took at least the time between the two checkpoints seen and at most the killed process's
+    lifetime."""
+    after = trainer_printed(resumed_stdout, "train_runtime")
+    first, second = sorted(kill["seen"])
+    before_at_least = kill["seen"][second] - kill["seen"][first] - 0.05  # polled every 0.02 s
+    assert after + before_at_least <= train_seconds <= after + kill["killed"] - kill["started"], \
+        (train_seconds, after, before_at_least, kill["killed"] - kill["started"])
+
+
 def test_kill_9_after_a_checkpoint_resumes_and_matches_an_uninterrupted_run(workdir, tmp_path):
     params = tiny_params()
-    params["pretrain"].update(max_steps=200, save_steps=10, eval_steps=100)
+    # logging_steps does not divide save_steps: at a checkpoint some steps' loss is not logged yet
+    params["pretrain"].update(max_steps=40, save_steps=10, eval_steps=100, logging_steps=3)
     write_params(workdir, params)
     reference = tmp_path / "reference"
     shutil.copytree(workdir, reference)
 
-    process = subprocess.Popen([sys.executable, "-m", "stages.pretrain"], cwd=workdir, env=stage_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = workdir / "models/checkpoints/pretrain/checkpoint-10/trainer_state.json"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert checkpoint.exists(), "the run never wrote its first checkpoint"
-    assert not (workdir / "reports/pretrain.json").exists(), "killed before the end"
-
-    resumed = run_stage("pretrain", workdir)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from" in resumed.stderr
-    r = report(workdir)
-    assert r["resumed_from_step"] >= 10 and r["steps"] == 200
-
-    assert run_stage("pretrain", reference).returncode == 0
-    assert r["validation_loss"] == pytest.approx(report(reference)["validation_loss"], abs=1e-4)
+    kill, resumed, uninterrupted = kill_resume_and_rerun(workdir, reference, "pretrain", (10, 20))
+    r, ref = report(workdir), report(reference)
+    assert r["resumed_from_step"] >= 20 and r["steps"] == 40
+    assert r["validation_loss"] == pytest.approx(ref["validation_loss"], abs=1e-4)
     a, b = final_weights(workdir), final_weights(reference)
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_allclose(a[name], b[name], atol=1e-4, rtol=1e-3, err_msg=name)
+
+    # The reports cover the whole run, not the steps after the resume. Train loss: what the Trainer itself
+    # reports for the uninterrupted run (the resumed run's last checkpoint holds it unrounded).
+    whole_loss = trainer_printed(uninterrupted.stdout, "train_loss")
+    assert ref["train_loss"] == round(whole_loss, 4)
+    assert r["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-4), (r["train_loss"], ref["train_loss"])
+    state = json.loads((workdir / "models/checkpoints/pretrain/checkpoint-40/trainer_state.json").read_text())
+    assert state["stateful_callbacks"]["WholeRun"]["attributes"]["loss_sum"] / 40 == pytest.approx(whole_loss,
+                                                                                                    rel=1e-6)
+    assert_both_parts_counted(r["train_seconds"], resumed.stdout, kill)
+    # Throughput: every token of the run, over the optimizer steps' share of the whole run's seconds.
+    assert r["tokens_seen"] == ref["tokens_seen"] == 40 * 4 * 64
+    assert r["tokens_per_second"] >= r["tokens_seen"] / r["train_seconds"]
+    assert "whole run: train loss" in resumed.stderr
 
 
 def test_changed_params_start_fresh_instead_of_resuming(workdir):

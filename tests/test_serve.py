@@ -187,6 +187,125 @@ def test_bad_requests_get_the_right_4xx_and_the_server_keeps_serving(client, ser
     assert client.completions.create(model=MODEL, prompt="still there?", max_tokens=2).choices
 
 
+# ---------------------------------------------------------------- per-request isolation: a bad request fails alone
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+OPENAI_ERROR = {"message", "type", "param", "code"}
+
+
+def openai_error(response: httpx.Response, status: int) -> dict:
+    """The `error` of a reply that must be `status` with OpenAI's error body."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == OPENAI_ERROR, body
+    return body["error"]
+
+
+def test_an_empty_text_fails_alone_and_its_batch_runs_without_it(server):
+    valid = [{"input": f"Review {i}: a moving, funny and well acted film."} for i in range(30)]  # unique: no cache
+    bad = [{"input": ""}, {"input": ["A fine film.", ""]}, {"input": ""}]
+    bodies = valid[:10] + bad[:1] + valid[10:20] + bad[1:2] + valid[20:] + bad[2:]
+    before = metric(server, "llm_batch_size_count", task="classify")
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(lambda body: httpx.post(f"{server}/v1/classify", json=body, headers=AUTH,
+                                                        timeout=60), bodies))
+    innocent = [r for r, body in zip(replies, bodies) if body in valid]
+    assert [r.status_code for r in innocent] == [200] * 30, [r.text for r in innocent if r.status_code != 200]
+    assert all(r.json()["data"][0]["label"] in ("negative", "positive") for r in innocent)
+    for reply in (r for r, body in zip(replies, bodies) if body in bad):
+        error = openai_error(reply, 400)
+        assert error["param"] == "input" and error["code"] == "invalid_value" and "empty" in error["message"]
+    assert metric(server, "llm_batch_size_count", task="classify") - before < 30  # the valid ones did share batches
+
+
+def test_an_out_of_range_seed_is_a_400_naming_seed(server):
+    body = {"model": f"{MODEL}:int8_dynamic", "prompt": "To be", "max_tokens": 2, "temperature": 1.0}
+    for seed in (2 ** 70, 2 ** 63, -2 ** 63 - 1):
+        for stream in (False, True):
+            reply = httpx.post(f"{server}/v1/completions", json={**body, "seed": seed, "stream": stream}, headers=AUTH)
+            error = openai_error(reply, 400)
+            assert error["param"] == "seed" and error["code"] == "invalid_value"
+    for seed in (2 ** 63 - 1, -2 ** 63, 0):  # OpenAI's range is int64's
+        assert httpx.post(f"{server}/v1/completions", json={**body, "seed": seed}, headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("field,value", [
+    ("max_tokens", 0), ("max_tokens", 17), ("max_tokens", 2 ** 70), ("temperature", -0.1), ("temperature", 2.01),
+    ("top_p", 0), ("top_p", 1.5), ("n", 2), ("n", 0), ("seed", 2 ** 64), ("logprobs", 6), ("logprobs", -1),
+    ("best_of", 21), ("presence_penalty", 2.5), ("frequency_penalty", -3), ("logit_bias", {"50": 101}),
+])
+def test_every_number_is_range_checked(server, field, value):
+    reply = httpx.post(f"{server}/v1/completions", headers=AUTH,
+                       json={"prompt": "To be", "max_tokens": 2, "temperature": 0, field: value})
+    error = openai_error(reply, 400)
+    assert error["param"].split(".")[0] == field and error["type"] == "invalid_request_error"
+
+
+def test_no_route_and_wrong_method_answer_in_openai_shape(server):
+    for method, path in (("GET", "/v1/no-such-thing"), ("POST", "/v1/chat/nothing"), ("GET", "/nowhere")):
+        error = openai_error(httpx.request(method, f"{server}{path}", headers=AUTH), 404)
+        assert error["type"] == "invalid_request_error" and path in error["message"]
+    for method, path in (("GET", "/v1/completions"), ("DELETE", "/v1/models"), ("POST", "/healthz")):
+        reply = httpx.request(method, f"{server}{path}", headers=AUTH)
+        error = openai_error(reply, 405)
+        assert error["type"] == "invalid_request_error" and method in error["message"] and reply.headers["allow"]
+
+
+@pytest.mark.parametrize("header,accepted", [
+    (f"Bearer {KEY}", True), (f"bearer {KEY}", True), (f"BEARER {KEY}", True), (f"Bearer   {KEY}", True),
+    (KEY, False), (None, False), ("Bearer", False), (f"Basic {KEY}", False),
+    (f"Token {KEY}", False), ("Bearer wrong-key", False), (f"Bearer {KEY}x", False),
+])
+def test_authorization_as_openai_checks_it(server, header, accepted):
+    headers = {} if header is None else {"Authorization": header}
+    reply = httpx.get(f"{server}/v1/models", headers=headers)
+    if accepted:
+        assert reply.status_code == 200, reply.text
+        return
+    error = openai_error(reply, 401)
+    assert error["type"] == "invalid_request_error" and reply.headers["www-authenticate"] == "Bearer"
+    presented = header is not None and header.lower().startswith("bearer ") and header.strip().lower() != "bearer"
+    if presented:  # a Bearer key, the wrong one
+        assert error["code"] == "invalid_api_key" and error["message"].startswith("Incorrect API key provided")
+    else:  # no key in Bearer auth: a bare key, another scheme, or nothing
+        assert error["code"] is None and error["message"].startswith("You didn't provide an API key.")
+
+
+def test_an_unforeseen_failure_in_a_batch_fails_only_its_culprit(project, served, monkeypatch):
+    from lifecycle.serving.app import create_app
+    from lifecycle.serving.batching import Job
+    model = served["int8_dynamic"]
+    prompts = [f"Scene {i}: enter the king" for i in range(10)]
+    alone = model.generate([Job(("generate",), {"ids": model.prompt_ids(prompts[0]), "max_tokens": 6,
+                                                "temperature": 0, "top_p": 1.0, "seed": None}, None)])[0]["text"]
+    poison = model.lm_tokenizer(" POISON", add_special_tokens=False)["input_ids"]
+
+    def poisoned(jobs, real=model.generate):  # a model call that fails whenever the poisoned prompt is in it
+        if any(j.payload["ids"][-len(poison):] == poison for j in jobs):
+            raise RuntimeError("a failure no check foresaw")
+        return real(jobs)
+    monkeypatch.setattr(model, "generate", poisoned)
+    bodies = [{"prompt": p, "max_tokens": 6, "temperature": 0} for p in prompts]
+    bodies.insert(5, {"prompt": "Scene 5: POISON", "max_tokens": 6, "temperature": 0})
+    bodies.insert(0, {**bodies[0], "stream": True})
+    app = create_app(settings(project, ab=None, api_key_env=None, cache_size=0, request_log=None,
+                              max_batch_size=len(bodies), max_wait_ms=3000.0), {"int8_dynamic": model})
+    with running(app) as url, ThreadPoolExecutor(len(bodies)) as pool:
+        replies = list(pool.map(lambda body: httpx.post(f"{url}/v1/completions", json=body, timeout=60), bodies))
+        isolated = metric(url, "llm_failed_batches_total", task="generate", batched="true")
+    assert isolated >= 1  # the culprit did share a model call, and that call failed
+    for body, reply in zip(bodies, replies):
+        if "POISON" in body["prompt"]:
+            assert openai_error(reply, 500)["type"] == "server_error"
+        elif body.get("stream"):  # it was in the failed call too: its rerun's answer follows
+            events = [line for line in reply.text.splitlines() if line]
+            assert reply.status_code == 200 and events[-1] == "data: [DONE]"
+            assert not any('"error"' in e for e in events), events
+            assert "".join(json.loads(e[6:])["choices"][0]["text"] for e in events[:-1]) == alone
+        else:
+            assert reply.status_code == 200, reply.text
+
+
 # ---------------------------------------------------------------- batching, cache, filter, log
 
 def test_concurrent_requests_are_batched(client, server):

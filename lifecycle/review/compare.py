@@ -254,10 +254,10 @@ def _differing(rows: list[dict], kind: str, only: set[str] | None = None) -> lis
     return [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(rows)]
 
 
-def experiment_columns(show: list, gates: list[Gate], width: int = 200) -> list[str]:
+def experiment_columns(show: list, gates: list[Gate]) -> list[str]:
     """The columns worth reading in `dvc exp show`: every param that differs between two of its rows (the
-    baseline, the workspace and each experiment), then the gated metrics that differ, in the gates' order,
-    as many as fit in `width` characters."""
+    baseline, the workspace and each experiment), then the gated metrics (`file:key`) that differ, in the gates'
+    order."""
     rows = []
     for entry in show:
         rows.append(entry.get("data") or {})
@@ -265,34 +265,67 @@ def experiment_columns(show: list, gates: list[Gate], width: int = 200) -> list[
     params = sorted(k for k in _differing(rows, "params") if k.split(".")[0] not in PROSE_PARAMS)
     gated = [g.metric for g in gates]
     moved = set(_differing(rows, "metrics", set(gated)))
-    metrics = [m.split(":", 1)[1] for m in gated if m in moved]
-    columns, used = [], 30  # the Experiment column ("├── 1b8de95 [higher-lr]")
-    for name in params + metrics:
-        cell = max(len(name), 12) + 3  # "| name " padded as dvc's Markdown does
-        if used + cell > width and name not in params:
-            break
-        columns.append(name)
+    return list(dict.fromkeys(params + [m for m in gated if m in moved]))
+
+
+def _clip(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
+def _markdown_block(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(map(len, column)) for column in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+
+
+def fold_table(header: list[str], rows: list[list[str]], width: int = 200) -> str:
+    """A Markdown table none of whose lines is wider than `width`, for any number of rows and columns: the
+    columns after the first go into as many tables (blocks, one blank line apart) as needed, each repeating the
+    first column (the experiment). A cell too wide for even a block of its own is cut with "…"."""
+    first = [_clip(c, width // 2 - 4) for c in [header[0]] + [row[0] for row in rows]]
+    first_width = max(map(len, first)) + 3  # "| cell " and the closing "|" below
+    most = width - first_width - 4  # the widest other cell a block of two columns has room for
+    columns = [[_clip(str(c), most) for c in [header[i]] + [row[i] for row in rows]] for i in range(1, len(header))]
+    blocks, used = [[]], 1 + first_width
+    for column in columns:
+        cell = max(map(len, column)) + 3
+        if blocks[-1] and used + cell > width:
+            blocks, used = blocks + [[]], 1 + first_width
+        blocks[-1].append(column)
         used += cell
-    return columns
+    lines = []
+    for block in blocks:
+        table = [first, *block]  # columns: header cell, then one cell per row
+        rows_of_block = [list(row) for row in zip(*(column[1:] for column in table))]
+        lines += ([""] if lines else []) + _markdown_block([column[0] for column in table], rows_of_block)
+    return "\n".join(lines) + "\n"
 
 
-def experiments_table(precision: int = 4) -> str:
-    """`dvc exp show --md` cut to the changed params and the gated metrics (hash and timing columns dropped)."""
-    import contextlib
-    import io
-    import re
-
-    from dvc.commands.experiments.show import show_experiments
+def experiment_cells(exps: list, columns: list[str], precision: int = 4) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of `dvc exp show`'s table (its own cells: experiment labels, rounded values, "-" where a
+    row has no value) cut to the experiment and `columns` (a column of DVC's is `key` or, where that is
+    ambiguous, `file:key`)."""
+    from dvc.commands.experiments.show import prepare_exp_id
     from dvc.repo.experiments.show import tabulate
 
+    table, _ = tabulate(exps, precision=precision, fill_value="-")
+    labels = [str(prepare_exp_id(row)) for row in table.as_dict(["Experiment", "rev", "typ", "parent"])]
+    keys = [k for c in columns for k in table.keys()
+            if k == c or k.split(":", 1)[-1] == c or k == c.split(":", 1)[-1]]
+    keys = list(dict.fromkeys(keys))
+    cells = [["-" if value is None else str(value) for value in table.column(k)] for k in keys]
+    return ["Experiment", *keys], [[label, *(column[i] for column in cells)] for i, label in enumerate(labels)]
+
+
+def experiments_table(precision: int = 4, width: int = 200) -> str:
+    """`dvc exp show --md` cut to the changed params and the moved gated metrics (hash and timing columns
+    dropped), folded into blocks no wider than `width`."""
     with open_repo() as repo, dvc_errors("exp show"):
         exps = repo.experiments.show()
     columns = experiment_columns([exp.dumpd() for exp in exps], load(gates=(list[Gate], [])).gates)
-    keep = "^(Experiment|" + "|".join(f"(?:[^:]*:)?{re.escape(c)}" for c in columns) + ")$"
-    table, headers = tabulate(exps, precision=precision, fill_value="-")
-    with contextlib.redirect_stdout(io.StringIO()) as text:  # the CLI's own Markdown, which DVC's ui prints
-        show_experiments(table, headers, keep=[keep], drop=[".*"], pager=False, markdown=True)
-    return text.getvalue()
+    return fold_table(*experiment_cells(exps, columns, precision), width=width)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Annotated
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -13,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -29,9 +31,13 @@ def timeout_error(seconds: float) -> ApiError:
     return ApiError(504, f"The request took longer than {seconds} s.", type="timeout", code="timeout")
 
 
+def invalid_value(param: str, message: str) -> ApiError:
+    return ApiError(400, f"Invalid value for '{param}': {message}", param=param, code="invalid_value")
+
+
 def error_response(err: ApiError):
     from fastapi.responses import JSONResponse
-    return JSONResponse(err.body(), status_code=err.status)
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 async def api_error(request, err: ApiError):
@@ -46,9 +52,25 @@ async def invalid_request(request, err: RequestValidationError):
         reason = first.get("ctx", {}).get("error", "invalid JSON")
         return error_response(ApiError(400, f"We could not parse the JSON body of your request ({reason}).",
                                        code="invalid_json"))
-    param = ".".join(str(p) for p in first["loc"] if p != "body") or None
-    return error_response(ApiError(400, f"Invalid value for '{param}': {first['msg']}.", param=param,
-                                   code="invalid_value"))
+    param = ".".join(str(p) for p in first["loc"] if p != "body")
+    if not param:  # the body is JSON, but not an object
+        return error_response(ApiError(400, f"The body of your request is invalid: {first['msg']}.",
+                                       code="invalid_value"))
+    return error_response(invalid_value(param, f"{first['msg']}."))
+
+
+async def http_error(request, err):
+    """The exception handler of Starlette's HTTPException (no such route: 404, wrong method: 405): OpenAI's
+    shape, as for every other error."""
+    where = f"{request.method} {request.url.path}"
+    if err.status_code == 404:
+        message = f"Invalid URL ({where})."
+    elif err.status_code == 405:
+        message = f"Method not allowed ({where}); allowed: {(err.headers or {}).get('Allow', 'none')}."
+    else:
+        message = f"{err.detail} ({where})."
+    return error_response(ApiError(err.status_code, message, type="server_error" if err.status_code >= 500
+                                   else "invalid_request_error", headers=err.headers))
 
 
 async def within(coro, seconds: float):
@@ -61,18 +83,28 @@ async def within(coro, seconds: float):
 
 # ---------------------------------------------------------------- request bodies
 
+INT64 = (-2 ** 63, 2 ** 63 - 1)  # OpenAI's range of `seed`
+
+
 class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI fields we do not implement (logprobs, user...) are ignored
+    """Every number is range-checked (a 400 naming the field), those we ignore too, with OpenAI's bounds."""
+    model_config = ConfigDict(extra="ignore")  # other OpenAI fields we do not implement (echo, suffix) are ignored
     model: str | None = None
     prompt: str | list[str]
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)  # and at most serve.max_tokens_limit (Completions.checked)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=INT64[0], le=INT64[1])
     stream: bool = False
     n: int = Field(1, ge=1, le=1)
     user: str | None = None
+    # accepted and ignored, as before, but only within OpenAI's ranges
+    logprobs: int | None = Field(None, ge=0, le=5)
+    best_of: int | None = Field(None, ge=0, le=20)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
 
 
 class ClassifyRequest(BaseModel):

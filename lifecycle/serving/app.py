@@ -9,13 +9,23 @@ import time
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
 from lifecycle.params.serve import ServeParams
-from lifecycle.serving.api import ApiError, api_error, error_response, invalid_request, server_error
+from lifecycle.serving.api import ApiError, api_error, error_response, http_error, invalid_request, server_error
 from lifecycle.serving.classification import Classifications
 from lifecycle.serving.completions import Completions
 from lifecycle.serving.engine import Served
 from lifecycle.serving.services import Services
 
 log = logging.getLogger("llm-lifecycle.serve")
+
+NO_KEY = ("You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer "
+          "auth (i.e. Authorization: Bearer YOUR_KEY).")
+
+
+def bearer_token(header: str) -> str | None:
+    """The credentials of an `Authorization: Bearer <key>` header, the scheme in any case (RFC 7235: schemes are
+    case-insensitive); None without the scheme (a bare key) or without a key."""
+    scheme, _, token = header.strip().partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 class Server:
@@ -54,10 +64,13 @@ class Server:
     def check_access(self, request: Request) -> None:
         """The API key (when one is set), then the declared body size (a chunked body is checked as it arrives)."""
         api_key, limit = self.services.api_key, self.services.settings.max_body_bytes
-        if api_key:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if api_key:  # as OpenAI answers: no Bearer key at all, or a wrong one
+            given = bearer_token(request.headers.get("authorization", ""))
+            challenge = {"WWW-Authenticate": "Bearer"}
+            if given is None:
+                raise ApiError(401, NO_KEY, headers=challenge)
             if not hmac.compare_digest(given.encode(), api_key.encode()):
-                raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+                raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key", headers=challenge)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise ApiError(413, f"Request body of {declared} bytes is over the limit of {limit}.",
@@ -87,6 +100,7 @@ def create_app(settings: ServeParams, served: dict[str, Served]):
     """The FastAPI app over already-loaded variants (keyed by variant name)."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
 
     services = Services.build(settings, served)
     server = Server(services)
@@ -95,6 +109,7 @@ def create_app(settings: ServeParams, served: dict[str, Served]):
     app.middleware("http")(server.guard)
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(RequestValidationError)(invalid_request)
+    app.exception_handler(HTTPException)(http_error)  # no such route (404), wrong method (405)
     app.post("/v1/completions")(Completions(services).completions)
     app.post("/v1/classify")(Classifications(services).classify)
     app.get("/v1/models")(server.models)

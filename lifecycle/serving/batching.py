@@ -70,21 +70,30 @@ class Batcher:
         return batch
 
     async def work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [j for j in await self.next_batch() if not j.future.done()]  # timed-out jobs are dropped
-            if not batch:
-                continue
-            task = batch[0].key[0]
-            self.metrics.batch_size.labels(task).observe(len(batch))
-            try:
-                results = await loop.run_in_executor(self.executor, self.run_batch, batch)
-            except Exception as err:  # one bad batch fails its requests, never the server
-                log.exception("batch of %d %s jobs failed", len(batch), task)
+            if batch:
+                await self.run(batch)
+
+    async def run(self, batch: list[Job]) -> None:
+        """One model call for `batch`; when it fails, each job runs again alone, so that only the job that cannot run
+        fails (the requests are checked before they are queued: this isolates what no check foresaw)."""
+        task = batch[0].key[0]
+        self.metrics.batch_size.labels(task).observe(len(batch))
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self.executor, self.run_batch, batch)
+        except Exception as err:  # one bad job fails its request, never its batch or the server
+            self.metrics.failed_batches.labels(task, str(len(batch) > 1).lower()).inc()
+            if len(batch) > 1:
+                log.warning("batch of %d %s jobs failed (%r): running each alone", len(batch), task, err)
                 for job in batch:
                     if not job.future.done():
-                        job.future.set_exception(err)
-                continue
-            for job, result in zip(batch, results):
-                if not job.future.done():
-                    job.future.set_result(result)
+                        await self.run([job])
+                return
+            log.exception("a %s job failed", task)
+            if not batch[0].future.done():
+                batch[0].future.set_exception(err)
+            return
+        for job, result in zip(batch, results):
+            if not job.future.done():
+                job.future.set_result(result)

@@ -8,7 +8,7 @@ import uuid
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 
-from lifecycle.serving.api import ApiError, ClassifyRequest, parse_body, within
+from lifecycle.serving.api import ClassifyRequest, invalid_value, parse_body, within
 from lifecycle.serving.services import Services
 
 
@@ -21,21 +21,32 @@ class Classifications:
         req = await parse_body(request, ClassifyRequest, settings.max_body_bytes)
         texts = [req.input] if isinstance(req.input, str) else req.input
         if not texts:
-            raise ApiError(400, "Invalid value for 'input': at least one text is required.", param="input")
+            raise invalid_value("input", "at least one text is required.")
         variant = self.services.router.pick(req.model, req.user or uuid.uuid4().hex)
-        results = await within(asyncio.gather(*(self.classify_one(variant, t) for t in texts)),
+        ids = self.checked_ids(variant, texts, isinstance(req.input, list))
+        results = await within(asyncio.gather(*(self.classify_one(variant, t, i) for t, i in zip(texts, ids))),
                                settings.request_timeout_s)
         self.log_classifications(variant, texts, results, time.perf_counter() - start)
         return {"object": "list", "model": req.model or settings.model_name,
                 "data": [{"index": i, "label": r["label"], "score": r["scores"][r["label"]], "scores": r["scores"]}
                          for i, r in enumerate(results)]}
 
-    async def classify_one(self, variant: str, text: str) -> dict:
+    def checked_ids(self, variant: str, texts: list[str], listed: bool) -> list[list[int]]:
+        """Each text's token ids, every text checked before any is queued: a text the classifier cannot run (an
+        empty one) is this request's 400, never its batch's failure."""
+        model, ids = self.services.served[variant], []
+        for i, text in enumerate(texts):
+            ids.append(model.text_ids(text))
+            if not ids[-1]:
+                raise invalid_value("input", f"text {i} is empty." if listed else "the text is empty.")
+        return ids
+
+    async def classify_one(self, variant: str, text: str, ids: list[int]) -> dict:
         cache_key = json.dumps(["classify", variant, text])
         hit = self.services.cache.get(cache_key)
         self.services.metrics.cache.labels("classify", "hit" if hit else "miss").inc()
         if hit is None:
-            hit = await self.services.batcher.submit(("classify", variant), {"text": text})
+            hit = await self.services.batcher.submit(("classify", variant), {"text": text, "ids": ids})
             self.services.cache.put(cache_key, hit)
         return hit
 

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
 from fastapi.responses import StreamingResponse
@@ -17,6 +17,7 @@ from lifecycle.serving.api import (
     CompletionRequest,
     completion_body,
     completion_head,
+    invalid_value,
     parse_body,
     server_error,
     timeout_error,
@@ -30,13 +31,15 @@ log = logging.getLogger("llm-lifecycle.serve")
 
 @dataclass
 class Call:
-    """A completion request, checked: its prompts, the variant serving it, its token budget and stop sequences."""
+    """A completion request, checked: its prompts (and their token ids), the variant serving it, its token budget
+    and stop sequences."""
     req: CompletionRequest
     prompts: list[str]
     variant: str
     max_tokens: int
     stops: list[str]
     start: float  # time.perf_counter() when the request came
+    ids: list[list[int]] = field(default_factory=list)  # each prompt's, checked before any is queued
 
 
 class Completions:
@@ -50,10 +53,9 @@ class Completions:
         start = time.perf_counter()
         call = self.checked(await parse_body(request, CompletionRequest, self.services.settings.max_body_bytes), start)
         if call.req.stream and len(call.prompts) == 1 and not self.services.output_filter.rules:
-            ids = self.checked_ids(call, call.prompts[0])
             cache_key, hit = self.cached(call, call.prompts[0])
             if hit is None:
-                return StreamingResponse(self.live_events(call, ids, cache_key), media_type="text/event-stream")
+                return StreamingResponse(self.live_events(call, call.ids[0], cache_key), media_type="text/event-stream")
         results = await self.complete_all(call)
         body = completion_body(completion_head(call.req, self.services.settings.model_name), results)
         if call.req.stream:
@@ -62,6 +64,8 @@ class Completions:
         return body
 
     def checked(self, req: CompletionRequest, start: float) -> Call:
+        """The request's limits (the schema checked its ranges) and every prompt's tokens, before anything is queued:
+        a request that cannot run is its own 400, never its batch's failure."""
         settings = self.services.settings
         if req.max_tokens is not None and req.max_tokens > settings.max_tokens_limit:
             raise ApiError(400, f"max_tokens = {req.max_tokens} is over the limit of {settings.max_tokens_limit}.",
@@ -69,10 +73,12 @@ class Completions:
         max_tokens = req.max_tokens or settings.default_max_tokens
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
-            raise ApiError(400, "Invalid value for 'prompt': at least one prompt is required.", param="prompt")
+            raise invalid_value("prompt", "at least one prompt is required.")
         stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
         variant = self.services.router.pick(req.model, req.user or uuid.uuid4().hex)
-        return Call(req, prompts, variant, max_tokens, stops, start)
+        call = Call(req, prompts, variant, max_tokens, stops, start)
+        call.ids = [self.checked_ids(call, prompt) for prompt in prompts]
+        return call
 
     def checked_ids(self, call: Call, prompt: str) -> list[int]:
         """The prompt's token ids, within the prompt limit and, with max_tokens, the model's context."""
@@ -131,8 +137,7 @@ class Completions:
             self.services.metrics.filtered.labels(rule).inc(n)
         return text, sum(hits.values())
 
-    async def complete_one(self, call: Call, prompt: str) -> dict:
-        ids = self.checked_ids(call, prompt)
+    async def complete_one(self, call: Call, prompt: str, ids: list[int]) -> dict:
         cache_key, hit = self.cached(call, prompt)
         if hit is not None:
             return {**hit, "cached": True}
@@ -143,8 +148,8 @@ class Completions:
         """Every prompt's answer, within the request timeout; each prompt logged with the request's outcome."""
         outcome, results = "ok", []
         try:
-            results = await within(asyncio.gather(*(self.complete_one(call, p) for p in call.prompts)),
-                                   self.services.settings.request_timeout_s)
+            answers = (self.complete_one(call, p, ids) for p, ids in zip(call.prompts, call.ids))
+            results = await within(asyncio.gather(*answers), self.services.settings.request_timeout_s)
         except ApiError as err:
             outcome = err.code or err.type
             raise
@@ -166,7 +171,8 @@ class Completions:
 
     async def live_events(self, call: Call, ids: list[int], cache_key: str | None):
         """Server-sent events as the batch decodes (see LiveText), then the finish reason and [DONE]; the answer is
-        logged, counted and cached as usual, and a timeout or failure becomes an error event."""
+        logged, counted and cached as usual, and a timeout or failure becomes an error event. When the batch failed
+        and this job ran again alone (see Batcher.run), the rest of the rerun's answer follows what was sent."""
         loop, queue, timeout = asyncio.get_running_loop(), asyncio.Queue(), self.services.settings.request_timeout_s
         task = asyncio.ensure_future(self.services.batcher.submit(*self.job(call, ids, stream=queue, loop=loop)))
         head, outcome, answer = completion_head(call.req, self.services.settings.model_name), "ok", {}
@@ -176,7 +182,10 @@ class Completions:
             while (token := await asyncio.wait_for(queue.get(), max(0.0, deadline - time.perf_counter()))) is not None:
                 if ready := text.push(token):
                     yield event(head, ready, None)
-            answer = {**self.finished(await task, ids, call.stops, cache_key), "cached": False}
+            result = await asyncio.wait_for(task, max(0.0, deadline - time.perf_counter()))
+            answer = {**self.finished(result, ids, call.stops, cache_key), "cached": False}
+            if not answer["text"].startswith(text.sent):  # a rerun (sampled) that differs from what was sent
+                raise RuntimeError("the rerun of a failed batch's streamed row differs from the text already sent")
             if rest := text.rest(answer["text"]):
                 yield event(head, rest, None)
             yield event(head, "", answer["finish_reason"])

@@ -36,7 +36,21 @@ class Served:
         # The models saw EOS before every document: it starts every prompt (so an empty prompt works too).
         return [self.lm_tokenizer.eos_token_id] + self.lm_tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
+    def text_ids(self, text: str) -> list[int]:
+        """A text's classifier token ids, cut to the classifier's context ([] for an empty text: no input to run)."""
+        return self.classifier_tokenizer(text, truncation=True, max_length=self.classifier_context)["input_ids"]
+
     def generate(self, jobs: list[Job]) -> list[dict]:
+        """One left-padded generate() for the batch; a streaming job's queue is ended whatever fails, so that its
+        request never waits for tokens that will not come."""
+        streamer = RowStreamer(jobs) if any(j.payload.get("stream") is not None for j in jobs) else None
+        try:
+            return self.generate_rows(jobs, streamer)
+        finally:
+            if streamer is not None:
+                streamer.end()
+
+    def generate_rows(self, jobs: list[Job], streamer: RowStreamer | None) -> list[dict]:
         import torch
         tok = self.lm_tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -45,19 +59,14 @@ class Served:
         ids = torch.tensor([[pad] * (width - len(j.payload["ids"])) + j.payload["ids"] for j in jobs])  # left padding
         mask = torch.tensor([[0] * (width - len(j.payload["ids"])) + [1] * len(j.payload["ids"]) for j in jobs])
         sampling = first["temperature"] > 0
-        if first["seed"] is not None:
+        if sampling and first["seed"] is not None:  # a seeded job runs alone (Completions.job)
             torch.manual_seed(first["seed"])
         kwargs = dict(do_sample=True, temperature=first["temperature"], top_p=first["top_p"], top_k=0) if sampling \
             else dict(do_sample=False)
-        streamer = RowStreamer(jobs) if any(j.payload.get("stream") is not None for j in jobs) else None
-        try:
-            with torch.no_grad():
-                out = self.lm.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad,
-                                       eos_token_id=tok.eos_token_id, streamer=streamer,
-                                       max_new_tokens=max(j.payload["max_tokens"] for j in jobs), **kwargs)
-        finally:
-            if streamer is not None:
-                streamer.end()
+        with torch.no_grad():
+            out = self.lm.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, eos_token_id=tok.eos_token_id,
+                                   streamer=streamer, max_new_tokens=max(j.payload["max_tokens"] for j in jobs),
+                                   **kwargs)
         return [self.generated(row, job.payload["max_tokens"]) for row, job in zip(out[:, width:].tolist(), jobs)]
 
     def generated(self, row: list[int], max_tokens: int) -> dict:
@@ -73,8 +82,7 @@ class Served:
         so padding short texts to the longest one in the batch would cost more than batching saves."""
         import torch
         tok = self.classifier_tokenizer
-        texts = [j.payload["text"] for j in jobs]
-        encoded = tok(texts, truncation=True, max_length=self.classifier_context)["input_ids"]
+        encoded = [j.payload["ids"] if "ids" in j.payload else self.text_ids(j.payload["text"]) for j in jobs]
         probs: list = [None] * len(jobs)
         for group in length_groups([len(ids) for ids in encoded], self.PADDING_SLACK):
             batch = tok.pad({"input_ids": [encoded[i] for i in group]}, return_tensors="pt")

@@ -48,7 +48,7 @@ class RowStreamer:
                 loop.call_soon_threadsafe(queue.put_nowait, token)
 
     def end(self) -> None:
-        if self.ended:  # generate() ends it, and so does Served.generate (when generate() fails)
+        if self.ended:  # generate() ends it, and so does Served.generate (whatever failed)
             return
         self.ended = True
         for queue, loop in self.targets:

@@ -19,6 +19,8 @@ class Metrics:
         self.tokens = Counter("llm_tokens", "prompt and completion tokens", ["kind"], registry=r)
         self.batch_size = Histogram("llm_batch_size", "jobs per model call", ["task"], registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.failed_batches = Counter("llm_failed_batches", "model calls that raised (batched: each job reruns alone)",
+                                      ["task", "batched"], registry=r)
         self.cache = Counter("llm_cache", "LRU cache lookups of deterministic requests", ["endpoint", "result"],
                              registry=r)
         self.errors = Counter("llm_errors", "error responses by type", ["type"], registry=r)

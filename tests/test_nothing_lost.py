@@ -1,0 +1,93 @@
+"""Nothing lost: a stage that fails under `dvc repro` or `dvc exp run` (bad params, bad data, kill -9) leaves every
+previous output in place, byte for byte: the DVC-cached ones (data/, models/) and the git-tracked ones (reports/)."""
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, copy_repo, dvc, stage_env
+
+SCRATCH = ("data/own", "models/checkpoints")  # the user's inputs and the trainer's resumable scratch space
+
+
+def snapshot(project: Path, *also: str) -> dict[str, str]:
+    """sha256 of every file under data/, models/ and reports/ (and `also`), scratch space excluded."""
+    files = [p for top in ("data", "models", "reports") for p in (project / top).rglob("*") if p.is_file()]
+    files += [project / name for name in also]
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+            if not str(p.relative_to(project)).startswith(SCRATCH)}
+
+
+def edit_params(project: Path, change) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def repo(tiny_repo, tmp_path) -> Path:
+    project = copy_repo(tiny_repo, tmp_path / "project")
+    assert (project / "models/pretrained/model.safetensors").exists() and (project / "reports/pretrain.json").exists()
+    return project
+
+
+def test_every_output_is_persistent():
+    """DVC deletes a stage's outputs before it runs it unless they are `persist: true`; the stages replace them
+    atomically themselves (lifecycle.io.atomic_path)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    loose = [f"{name}: {out}" for name, stage in stages.items() for kind in ("outs", "metrics", "plots")
+             for out in stage.get(kind, []) if not (isinstance(out, dict) and next(iter(out.values())).get("persist"))]
+    assert not loose, loose
+
+
+def test_bad_params_keep_every_output(repo):
+    before = snapshot(repo, "dvc.lock")
+    edit_params(repo, lambda p: p["pretrain"].update(max_steps=-5))
+    result = dvc(repo, "repro", "pretrain", check=False)
+    assert result.returncode != 0 and "pretrain.max_steps" in result.stdout + result.stderr
+    assert snapshot(repo, "dvc.lock") == before
+
+
+def test_bad_data_keeps_every_output(repo):
+    before = snapshot(repo, "dvc.lock")
+    (repo / "data/own/notes.txt").write_bytes(b"a line of the user's notes\n\xff\xfe not UTF-8\n")
+    edit_params(repo, lambda p: p["collect"]["pretrain"].append(
+        {"name": "notes", "kind": "path", "path": "data/own/notes.txt", "format": "text"}))
+    result = dvc(repo, "repro", "collect", check=False)
+    assert result.returncode != 0 and "data/own/notes.txt" in result.stdout + result.stderr
+    assert snapshot(repo, "dvc.lock") == before
+
+
+def test_failed_experiment_keeps_every_output_and_params(repo):
+    before = snapshot(repo, "dvc.lock", "params.yaml")
+    result = subprocess.run([sys.executable, "-m", "lifecycle.experiments", "-S", "pretrain.max_steps=-5"], cwd=repo,
+                            env=stage_env(), capture_output=True, text=True)
+    assert result.returncode != 0 and "params.yaml: restored" in result.stderr, result.stderr
+    assert snapshot(repo, "dvc.lock", "params.yaml") == before
+    before.pop("params.yaml")
+    dvc(repo, "exp", "run", "-S", "pretrain.max_steps=-5", check=False)  # DVC's own leaves params.yaml edited
+    assert snapshot(repo, "dvc.lock") == before
+
+
+def test_killed_training_keeps_every_output(repo):
+    """kill -9 in the middle of `dvc repro pretrain`: the model, its reports and its curves are the previous run's."""
+    checkpoints = repo / "models/checkpoints/pretrain"
+    shutil.rmtree(checkpoints)  # the finished run's: a changed run starts afresh and writes new ones
+    before = snapshot(repo, "dvc.lock")
+    edit_params(repo, lambda p: p["pretrain"].update(learning_rate=p["pretrain"]["learning_rate"] / 2))
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "pretrain"], cwd=repo, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+        assert process.poll() is None, "the stage ended before it was killed"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert snapshot(repo, "dvc.lock") == before
