@@ -42,7 +42,7 @@ def bench_prepare(params: P.Params, repeats: int) -> dict:
 
     def run_prepare():
         for corpus, docs in corpora.items():
-            prepare.prepare_corpus(docs, params.prepare.filters[corpus], params.prepare, params.seed)
+            prepare.prepare_corpus(docs, params.prepare.filters[corpus], params.prepare, params.seed, corpus=corpus)
     seconds = timed(run_prepare, repeats)
     return {"megabytes": round(megabytes, 3), "seconds": round(seconds, 3), "mb_per_s": round(megabytes / seconds, 3)}
 

@@ -6,7 +6,8 @@ runs the model) and sends each server the same workloads: greedy completions of 
 ones of serve.max_tokens_limit tokens (prompts: lines of the pretraining validation split), classifications
 (the fine-tuning test split) and the two alternating (mixed). Per workload: throughput, p50/p95 latency and
 failures with and without batching, and their ratio -> reports/bench/serve.json. `--sample-log` keeps the batched
-server's request log of the mixed workload (the monitor stage's default input, data/requests/sample.jsonl).
+server's request log of the mixed workload (`make bench`: data/requests/sample.jsonl, the demo's sample); each
+record names the model that served it, so monitor reads it only while that model is the one served.
 
 The batched server then gets the isolation scenario (`isolation`): `--isolation-clients` concurrent clients each
 send `--isolation-requests` mixed requests (greedy, sampled, seeded, streamed and multi-prompt completions, single

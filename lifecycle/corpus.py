@@ -1,25 +1,37 @@
-"""A corpus through the prepare steps: normalise, filter, deduplicate, scrub PII and split by a stable hash.
+"""A corpus through the prepare steps: normalise, filter, deduplicate, scrub PII and split by rank of a stable hash.
 
 Every step is counted per source (documents and characters in and out), so a reviewer sees what it did.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 
-from lifecycle.core import stable_fraction
+from lifecycle.core import StageError, stable_fraction
 from lifecycle.dedup import exact_key, near_duplicates
-from lifecycle.params.prepare import Filters, PrepareParams
+from lifecycle.params.prepare import Dedup, Filters, Pii, PrepareParams, Split
 from lifecycle.pii import scrub_pii
 from lifecycle.text import FILTERS, normalize, quality_failure
 
 SPLITS = ("train", "validation", "test")
 
 
-def split_of(text: str, validation: float, test: float) -> str:
-    """Fixed by the text alone, so a document never changes split when others are added or removed."""
-    x = stable_fraction(text, salt="split")
-    return "test" if x < test else "validation" if x < test + validation else "train"
+def assign_splits(docs: list[dict], split: Split) -> dict[str, list[dict]]:
+    """By the rank of a stable hash of the text: the lowest n_test documents go to test, the next n_validation to
+    validation, the rest to train (n_x = max(min_documents, round(x * n))), each in input order. Adding a document
+    moves at most the documents at a boundary; tiny corpora still get every split."""
+    n, least = len(docs), split.min_documents
+    n_test, n_validation = (max(least, round(share * n)) for share in (split.test, split.validation))
+    while n - n_test - n_validation < least and max(n_test, n_validation) > least:  # train keeps its minimum
+        n_test, n_validation = (n_test - 1, n_validation) if n_test >= n_validation else (n_test, n_validation - 1)
+    order = sorted(range(n), key=lambda i: (stable_fraction(docs[i]["text"], salt="split"), docs[i]["text"]))
+    rank = {i: r for r, i in enumerate(order)}
+    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for i, d in enumerate(docs):
+        r = rank[i]
+        splits["test" if r < n_test else "validation" if r < n_test + n_validation else "train"].append(d)
+    return splits
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -44,20 +56,20 @@ class Tally:
                 "characters_in": sum(len(d["text"]) for d in b), "characters_out": sum(len(d["text"]) for d in a)}
 
 
-def prepare_corpus(docs: list[dict], filters: Filters, p: PrepareParams, seed: int) -> tuple[dict, dict]:
-    """Returns ({split: docs}, report). Pure: the same input and params give the same output."""
-    tally = Tally.new(docs)
-    normalized = [dict(d, text=normalize(d["text"], p.normalization)) for d in docs]
-    tally.record("normalize", docs, normalized)
-
-    docs = normalized
+def quality_filter(docs: list[dict], filters: Filters, tally: Tally) -> tuple[list[dict], dict[str, list[dict]]]:
+    """The documents passing every filter, and those each filter dropped (a document counts for its first failure)."""
     failures = [quality_failure(d["text"], filters) for d in docs]
+    dropped = {}
     for name in FILTERS:
+        dropped[name] = [d for d, failure in zip(docs, failures) if failure == name]
         kept = [(d, failure) for d, failure in zip(docs, failures) if failure != name]
         tally.record(f"filter_{name}", docs, [d for d, _ in kept])
         docs, failures = [d for d, _ in kept], [failure for _, failure in kept]
+    return docs, dropped
 
-    if p.dedup.exact:
+
+def deduplicate(docs: list[dict], dedup: Dedup, seed: int, tally: Tally) -> list[dict]:
+    if dedup.exact:
         seen, kept = set(), []
         for d in docs:
             key = exact_key(d["text"])
@@ -66,20 +78,81 @@ def prepare_corpus(docs: list[dict], filters: Filters, p: PrepareParams, seed: i
                 kept.append(d)
         tally.record("dedup_exact", docs, kept)
         docs = kept
-    if p.dedup.near.enabled:
-        near = p.dedup.near
+    if dedup.near.enabled:
+        near = dedup.near
         dropped = set(near_duplicates([d["text"] for d in docs], near.threshold, near.num_perm, near.shingle_size,
                                       seed))
         kept = [d for i, d in enumerate(docs) if i not in dropped]
         tally.record("dedup_near", docs, kept)
         docs = kept
+    return docs
+
+
+def too_few_documents(corpus: str | None, read: int, left: int, steps: dict, least: int) -> str:
+    """The error line of a corpus too small to split: how many survived, the step that dropped the most, the fixes."""
+    dropped: Counter = Counter()
+    for source_steps in steps.values():
+        for step, counts in source_steps.items():
+            dropped[step] += counts["documents_in"] - counts["documents_out"]
+    step, most = max(dropped.items(), key=lambda item: item[1], default=("", 0))  # the earliest of equals
+    name = corpus or "<corpus>"
+    fixes = ["add text", f"split long files with collect.{name}[].split: chunks"]
+    if most and step.startswith("filter_"):
+        fixes.append(f"relax prepare.filters.{name}.{step.removeprefix('filter_')}")
+    elif most:
+        fixes.append("turn off prepare.dedup.exact" if step == "dedup_exact" else "raise prepare.dedup.near.threshold")
+    if least > 1:
+        fixes.append("lower prepare.split.min_documents")
+    plural = "document" if left == 1 else "documents"
+    why = f"; {step} dropped {most}" if most else ""
+    return (f"prepare: {name}: {left} {plural} left after filters and dedup (of {read} read{why}): too few for "
+            f"train, validation and test with at least {least} each (prepare.split.min_documents); "
+            f"{', '.join(fixes[:-1])}, or {fixes[-1]}")
+
+
+def drop_warnings(read: list[dict], dropped: dict[str, list[dict]], share: float, pii: Pii) -> list[dict]:
+    """Each (source, filter) dropping more than `share` of the source's documents, with up to 3 of them (scrubbed,
+    cut to 120 characters)."""
+    per_source = Counter(d["source"] for d in read)
+    warnings = []
+    for source in sorted(per_source):
+        for name, docs in dropped.items():
+            gone = [d["text"] for d in docs if d["source"] == source]
+            if len(gone) / per_source[source] > share:
+                warnings.append({"source": source, "filter": name, "dropped": len(gone), "of": per_source[source],
+                                 "share": round(len(gone) / per_source[source], 4),
+                                 "examples": [scrub_pii(t, pii)[0][:120] for t in gone[:3]]})
+    return warnings
+
+
+def drop_warning_line(corpus: str, warning: dict) -> str:
+    """`prepare: finetune source 'reviews': filter_min_words dropped 4.1% (123 of 3000 documents), e.g. "..."; ...`"""
+    example = f", e.g. {json.dumps(warning['examples'][0], ensure_ascii=False)}" if warning["examples"] else ""
+    return (f"prepare: {corpus} source '{warning['source']}': filter_{warning['filter']} dropped "
+            f"{warning['share']:.1%} ({warning['dropped']} of {warning['of']} documents){example}; "
+            "see reports/data.json")
+
+
+def prepare_corpus(docs: list[dict], filters: Filters, p: PrepareParams, seed: int,
+                   corpus: str | None = None) -> tuple[dict, dict]:
+    """Returns ({split: docs}, report). Pure: the same input and params give the same output. A corpus too small
+    for every split raises StageError (naming `corpus`)."""
+    tally = Tally.new(docs)
+    normalized = [dict(d, text=normalize(d["text"], p.normalization)) for d in docs]
+    tally.record("normalize", docs, normalized)
+    docs, dropped = quality_filter(normalized, filters, tally)
+    docs = deduplicate(docs, p.dedup, seed, tally)
+    if len(docs) < 3 * p.split.min_documents:  # the fewest that assign_splits can give each split its minimum
+        raise StageError(too_few_documents(corpus, len(normalized), len(docs), tally.steps, p.split.min_documents))
 
     pii: Counter = Counter()
-    splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for d in docs:
-        text, counts = scrub_pii(d["text"], p.pii)
-        pii.update(counts)
-        splits[split_of(d["text"], p.split.validation, p.split.test)].append(dict(d, text=text))
+    splits: dict[str, list[dict]] = {}
+    for split, split_docs in assign_splits(docs, p.split).items():
+        splits[split] = []
+        for d in split_docs:
+            text, counts = scrub_pii(d["text"], p.pii)
+            pii.update(counts)
+            splits[split].append(dict(d, text=text))
     report = {
         "documents_in": len(normalized), "documents_out": len(docs),
         "characters_in": sum(len(d["text"]) for d in normalized),
@@ -90,6 +163,10 @@ def prepare_corpus(docs: list[dict], filters: Filters, p: PrepareParams, seed: i
                                          for s in tally.steps.values()) for kind in ("exact", "near")},
         "pii_replaced": {kind: pii.get(kind, 0) for kind in ("email", "phone", "ip", "credit_card")},
         "split": {s: {"documents": len(ds), "characters": sum(len(d["text"]) for d in ds)} for s, ds in splits.items()},
+        "kept": {source: {"documents": sum(d["source"] == source for ds in splits.values() for d in ds),
+                          "characters": sum(len(d["text"]) for ds in splits.values() for d in ds
+                                            if d["source"] == source)} for source in tally.sources},
+        "drop_warnings": drop_warnings(normalized, dropped, p.warn_drop_share, p.pii),
     }
     return splits, report
 

@@ -1,5 +1,6 @@
 """Drift of served traffic against the training data: length PSI, token unigram Jensen-Shannon divergence and
-label shift per endpoint; and the A/B comparison of the variants served (traffic share, latency, outcomes)."""
+label shift per endpoint; and the A/B comparison of the variants served (traffic share, latency, outcomes). A log
+is read only when every record names the model the current params serve (see check_models)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -10,9 +11,14 @@ from tqdm import tqdm
 
 from lifecycle.core import DataError, StageError
 from lifecycle.io import decode_utf8, parse_jsonl
-from lifecycle.params.serve import AbTest, MonitorParams
+from lifecycle.params.serve import AbTest, MonitorParams, ServeParams
+from lifecycle.variants import model_sha256, variant_dir
 
 EPS = 1e-4  # floor of a bin's share in the PSI: an empty bin is not an infinite shift
+KINDS = {"classify": "classifier", "completions": "lm"}  # the model behind each endpoint
+NO_TRAFFIC = "no traffic yet"
+ANOTHER_MODEL = ("this log belongs to another model; start a new log for the current model (serve.request_log) or "
+                 "point monitor.log at its log")
 
 
 # ---------------------------------------------------------------- divergences
@@ -120,7 +126,8 @@ def ab_comparison(records: list[dict], ab: AbTest) -> dict:
 
 # ---------------------------------------------------------------- the stage
 
-def read_log(path: Path) -> list[dict]:
+def read_log(path: Path) -> list[tuple[int, dict]]:
+    """(line, record) of each record of a serve request log, every record checked for its endpoint's text."""
     if not path.exists():
         raise StageError(f"params.yaml: monitor.log = '{path}': not found (point it at a serve request log)")
     rows = parse_jsonl(decode_utf8(path.read_bytes(), path), path, required=("endpoint",), text_column=None)
@@ -130,11 +137,59 @@ def read_log(path: Path) -> list[dict]:
             raise DataError(path, row, f"endpoint {record['endpoint']!r}: expected 'completions' or 'classify'")
         if not isinstance(record.get(needs), str):
             raise DataError(path, row, f"missing text column '{needs}'")
-    return [record for _, record in rows]
+    return rows
+
+
+# ---------------------------------------------------------------- which model wrote the log
+
+def served_variants(serve: ServeParams) -> list[str]:
+    """The variants the current serve params name: serve.variant, and serve.ab's two when set."""
+    return list(dict.fromkeys([serve.variant, *(serve.ab.variants if serve.ab else [])]))
+
+
+def short(sha256: str) -> str:
+    return f"{sha256[:8]}…"
+
+
+def current_model(checked: dict, kind: str, variant: str, root: Path) -> dict:
+    """{sha256, path} of `kind`'s `variant` as it is on disk now, hashed once per check (kept in `checked`)."""
+    by_variant = checked.setdefault(kind, {})
+    if variant not in by_variant:
+        directory = variant_dir(kind, variant, root)
+        by_variant[variant] = {"sha256": model_sha256(directory), "path": directory.as_posix()}
+    return by_variant[variant]
+
+
+def check_models(rows: list[tuple[int, dict]], path: Path, variants: list[str], root: Path = Path("models")) -> dict:
+    """Refuses a log that another model wrote: a record naming a variant the params do not serve, a hash other than
+    that variant's current one (the classifier's for classify records, the LM's for completions), or no model at
+    all (an older server's). One line names the file, the line, both hashes and the fix. Returns what was checked:
+    {kind: {variant: {sha256, path}}}."""
+    checked: dict[str, dict] = {}
+    for row, record in rows:
+        kind, model, where = KINDS[record["endpoint"]], record.get("model"), f"{path}:{row}"
+        if model is None:
+            variant = record.get("variant") if record.get("variant") in variants else variants[0]
+            now = current_model(checked, kind, variant, root)
+            raise StageError(f"{where}: names no model (a log from an older server), but the current {variant} is "
+                             f"{short(now['sha256'])} ({now['path']}): {ANOTHER_MODEL}")
+        if not (isinstance(model, dict) and isinstance(model.get("variant"), str)
+                and isinstance(model.get("sha256"), str)):
+            raise DataError(path, row, f'model: expected {{"variant": <name>, "sha256": <hex>}}, got {model!r}')
+        served_by = f"{where}: served by {model['variant']} sha256 {short(model['sha256'])}"
+        if model["variant"] not in variants:
+            raise StageError(f"{served_by}, but the current params serve {' and '.join(variants)} (serve.variant, "
+                             f"serve.ab): {ANOTHER_MODEL}")
+        now = current_model(checked, kind, model["variant"], root)
+        if model["sha256"] != now["sha256"]:
+            raise StageError(f"{served_by}, but the current {model['variant']} is {short(now['sha256'])} "
+                             f"({now['path']}): {ANOTHER_MODEL}")
+    return checked
 
 
 def monitor(records: list[dict], reference: list[dict], lm_reference: list[str], tokenize, settings: MonitorParams,
             ab: AbTest | None) -> dict:
+    """The drift and A/B report of `records`; none (no log configured yet): status 'no traffic yet', zero counts."""
     classify = [r for r in records if r["endpoint"] == "classify" and r.get("outcome", "ok") == "ok"]
     prompts = [r["prompt"] for r in records if r["endpoint"] == "completions"]
     drift = {}
@@ -149,8 +204,10 @@ def monitor(records: list[dict], reference: list[dict], lm_reference: list[str],
         shifted = [k for k, v in (("length", d["length_psi"]), ("labels", d.get("labels", {}).get("psi", 0)))
                    if v > settings.psi_alert]
         d["drifted"] = shifted
-    return {"log": settings.log, "requests": {"total": len(records), **Counter(r["endpoint"] for r in records),
-                                              "not_ok": sum(1 for r in records if r.get("outcome", "ok") != "ok")},
+    endpoints = Counter(r["endpoint"] for r in records)
+    return {"status": "ok" if records else NO_TRAFFIC, "log": settings.log,
+            "requests": {"total": len(records), **{e: endpoints[e] for e in KINDS},
+                         "not_ok": sum(1 for r in records if r.get("outcome", "ok") != "ok")},
             "psi_alert": settings.psi_alert, "drift": drift, "ab": ab_comparison(records, ab) if ab else None}
 
 

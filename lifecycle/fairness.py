@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.core import DataError, StageError
-from lifecycle.demographics import fill, read_csv_rows
+from lifecycle.demographics import PERSON, fill, read_csv_rows
 from lifecycle.io import read_jsonl
-from lifecycle.params.audit import AuditGates, Bootstrap
+from lifecycle.params.audit import AuditGates, AuditParams, Bootstrap
 from lifecycle.stats import bootstrap_mean, interval_quantiles
 
 ATTRIBUTES = {"gender": ["gender"], "race": ["race"], "gender_race": ["gender", "race"]}
@@ -22,8 +22,9 @@ ATTRIBUTES = {"gender": ["gender"], "race": ["race"], "gender_race": ["gender", 
 # ---------------------------------------------------------------- counterfactual classifier audit
 
 def counterfactual_sentences(templates: pd.DataFrame, names: pd.DataFrame) -> pd.DataFrame:
-    """Every template filled with every name: template_id, sentence, expected, name, gender, race."""
-    rows = [{"template_id": t, "sentence": fill(template.template, person.name), "expected": template.expected,
+    """Every template filled with every name: template_id, template, sentence, expected, name, gender, race."""
+    rows = [{"template_id": t, "template": template.template, "sentence": fill(template.template, person.name),
+             "expected": template.expected,
              "name": person.name, "gender": person.gender, "race": person.race}
             for t, template in enumerate(templates.itertuples()) for person in names.itertuples()]
     return pd.DataFrame(rows)
@@ -90,8 +91,43 @@ def flip_rate(frame: pd.DataFrame, predicted: np.ndarray, boot: Bootstrap, seed:
             "name_disagreement": bootstrap_mean(disagreeing, boot.n_boot, boot.confidence, seed)}
 
 
+def vocabulary_coverage(templates: list[str], texts) -> tuple[float, list[str]]:
+    """Share of the templates' words (the {person} slot left out) that occur in `texts`, and the commonest unseen."""
+    vocabulary = {w for text in texts for w in WORD.findall(text.lower())}
+    words = [w for t in templates for w in WORD.findall(t.replace(PERSON, " ").lower())]
+    unseen = Counter(w for w in words if w not in vocabulary)
+    coverage = 1 - sum(unseen.values()) / len(words) if words else 0.0
+    return coverage, [w for w, _ in sorted(unseen.items(), key=lambda kv: (-kv[1], kv[0]))[:10]]
+
+
+def template_fit(frame: pd.DataFrame, predicted: np.ndarray, classes: list[str], task_texts, min_coverage: float,
+                 boot: Bootstrap, seed: int) -> dict:
+    """Whether the templates resemble the task, so the audit means something: the classifier's accuracy on the
+    templates that carry a label (interval over templates), the share of each predicted class, and the share of the
+    templates' words found in the task's training text. `applicable` is false, with the reasons, when they do not."""
+    expected = np.array([classes.index(e) if isinstance(e, str) else -1 for e in frame["expected"]])
+    right = pd.Series(predicted == expected)
+    labelled = frame["expected"].map(lambda e: isinstance(e, str)).to_numpy()
+    per_template = right[labelled].groupby(frame["template_id"][labelled]).mean().to_numpy()
+    templates = frame.drop_duplicates("template_id")
+    coverage, unseen = vocabulary_coverage(templates["template"].tolist(), task_texts)
+    missing = [c for c in classes if c not in set(templates["expected"].dropna())]
+    reasons = []
+    if not len(per_template):
+        reasons.append("no template carries an expected label, so nothing shows the classifier reads them as its task")
+    if coverage < min_coverage:
+        reasons.append(f"only {coverage:.1%} of the templates' words occur in the fine-tuning training text "
+                       f"(minimum {min_coverage:.1%}; unseen: {', '.join(unseen[:5])})")
+    fit = {"labelled_templates": int(len(per_template)), "classes_without_template": missing,
+           "predicted_share": {c: float(np.mean(predicted == i)) for i, c in enumerate(classes)},
+           "vocabulary_coverage": coverage, "unseen_words": unseen, "applicable": not reasons, "reasons": reasons}
+    if len(per_template):
+        fit["accuracy"] = bootstrap_mean(per_template, boot.n_boot, boot.confidence, seed)
+    return fit
+
+
 def classifier_audit(frame: pd.DataFrame, probabilities: np.ndarray, classes: list[str], positive_class: str,
-                     boot: Bootstrap, seed: int) -> dict:
+                     boot: Bootstrap, seed: int, task_texts=(), min_coverage: float = 0.0) -> dict:
     positive = classes.index(positive_class)
     predicted = probabilities.argmax(axis=1)
     groups = group_metrics(frame, predicted, probabilities[:, positive], positive, classes, boot, seed)
@@ -102,6 +138,7 @@ def classifier_audit(frame: pd.DataFrame, probabilities: np.ndarray, classes: li
         "demographic_parity_difference": {a: r["demographic_parity_difference"] for a, r in groups.items()},
         "demographic_parity_ratio": {a: r["demographic_parity_ratio"] for a, r in groups.items()},
         "flip_rate": flip_rate(frame, predicted, boot, seed),
+        "template_fit": template_fit(frame, predicted, classes, task_texts, min_coverage, boot, seed),
     }
 
 
@@ -216,24 +253,51 @@ def distance_from_half(score: dict) -> dict:
     return {"value": abs(score["score"] - 0.5), "ci_low": low, "ci_high": max(ends)}
 
 
+def _gate(entry: dict, limit: float, kind: str = "max") -> dict:
+    value = entry["value"]
+    return {"value": value, "ci_low": entry["ci_low"], "ci_high": entry["ci_high"], "limit": limit, "kind": kind,
+            "passed": bool(value <= limit if kind == "max" else value >= limit)}
+
+
 def evaluate_gates(report: dict, gates: AuditGates) -> dict:
-    """Each switched-on gate: the value it checks, its interval, the limit and whether it passed."""
+    """Each switched-on gate: the value it checks, its interval, the limit, max or min, and whether it passed. A
+    classifier gate has no value when its templates have no label (template_accuracy): it then fails."""
     out = {}
     classifier, stereotype = report.get("classifier"), report.get("stereotype", {}).get("crows_pairs")
     if gates.demographic_parity_difference is not None and classifier:
         for attribute in ("gender", "race"):
             d = classifier["demographic_parity_difference"][attribute]
-            out[f"demographic_parity_difference_{attribute}"] = {**d, "limit": gates.demographic_parity_difference}
+            out[f"demographic_parity_difference_{attribute}"] = _gate(d, gates.demographic_parity_difference)
     if gates.flip_rate is not None and classifier:
-        f = classifier["flip_rate"]
-        out["flip_rate"] = {"value": f["value"], "ci_low": f["ci_low"], "ci_high": f["ci_high"],
-                            "limit": gates.flip_rate}
+        out["flip_rate"] = _gate(classifier["flip_rate"], gates.flip_rate)
+    if gates.template_accuracy is not None and classifier:
+        accuracy = classifier["template_fit"].get("accuracy", {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0})
+        out["template_accuracy"] = _gate(accuracy, gates.template_accuracy, "min")
     if gates.crows_pairs_distance is not None and stereotype:
-        s = stereotype["overall"]
-        out["crows_pairs_distance"] = {**distance_from_half(s), "limit": gates.crows_pairs_distance}
-    for gate in out.values():
-        gate["passed"] = bool(gate["value"] <= gate["limit"])
+        out["crows_pairs_distance"] = _gate(distance_from_half(stereotype["overall"]), gates.crows_pairs_distance)
     return out
+
+
+def gate_failures(gates: dict) -> list[str]:
+    """One phrase per failed gate: `name = value > limit` (a max gate) or `<` (a min gate)."""
+    return [f"{k} = {g['value']:.4f} {'>' if g['kind'] == 'max' else '<'} {g['limit']}"
+            for k, g in gates.items() if not g["passed"]]
+
+
+def data_inputs(a: AuditParams, templates: str | None) -> dict:
+    """The data files this audit read, by the names report.licences uses (the report lists their licences)."""
+    def shown(ref) -> str:
+        return f"{ref.package}: {ref.path}" if ref.package else ref.path
+
+    inputs = {}
+    if a.classifier.enabled:
+        inputs |= {"templates": templates, "names": shown(a.classifier.names)}
+    if a.stereotype.enabled:
+        inputs |= {name: shown(ref) for name in ("crows_pairs", "stereoset")
+                   if (ref := getattr(a.stereotype, name)) is not None}
+    if a.corpus.enabled:
+        inputs["terms"] = shown(a.corpus.terms)
+    return inputs
 
 
 def plot_rows(classifier: dict) -> list[dict]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from lifecycle.core import DataError, StageError, hub_is_offline, package_root, stable_fraction
 from lifecycle.io import atomic_path, decode_utf8, parse_jsonl
 from lifecycle.params.collect import Source
+from lifecycle.text import split_document
 
 log = logging.getLogger("llm-lifecycle.collect")
 URL_CACHE = Path.home() / ".cache" / "llm-lifecycle" / "downloads"
@@ -48,7 +49,9 @@ def source_files(source: Source) -> list[Path]:
         return [download(source.url, source.sha256)]
     files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     if not files:
-        raise StageError(f"source '{source.name}': no file matches {pattern}")
+        fix = (f"check its path, a glob inside package '{source.package}'" if source.kind == "package" else
+               "put your files there or fix the glob in its path (relative to the project root; ** spans folders)")
+        raise StageError(f"source '{source.name}': no file matches {pattern}; {fix}")
     return files
 
 
@@ -230,8 +233,18 @@ def read_source(source: Source, classes: list[str] | None = None) -> list[dict]:
             doc["label"] = map_label(source, raw_label, file, int(row) if row.isdigit() else 0, classes)
             if doc["label"] is None:
                 continue
-        docs.append(doc)
+        docs += split_doc(doc, source.split_mode, source.chunk_chars)
+        if source.limit and len(docs) >= source.limit:
+            break
     return docs[: source.limit] if source.limit else docs
+
+
+def split_doc(doc: dict, mode: str, chunk_chars: int) -> list[dict]:
+    """The document as read, or its pieces (collect `split`), each with its label; pieces' ids end in #1, #2, ..."""
+    pieces = split_document(doc["text"], mode, chunk_chars)
+    if len(pieces) == 1 and pieces[0] == doc["text"]:
+        return [doc]
+    return [dict(doc, id=f"{doc['id']}#{k}", text=piece) for k, piece in enumerate(pieces, 1)]
 
 
 def mix(docs: dict[str, list[dict]], weights: dict[str, float], seed: int) -> dict[str, list[dict]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from itertools import accumulate
 
 from lifecycle.params.prepare import Filters
 
@@ -90,3 +91,54 @@ def quality_failure(text: str, f: Filters) -> str | None:
 
 
 FILTERS = tuple(Filters.model_fields)  # the order quality_failure checks them in
+
+
+# ---------------------------------------------------------------- documents cut to a size
+
+# Where a long text may be cut, best first: blank lines (paragraphs), line ends, any whitespace.
+_CUTS = (re.compile(r"(\n[^\S\n]*\n\s*)"), re.compile(r"(\n\s*)"), re.compile(r"(\s+)"))
+
+
+def chunk_text(text: str, limit: int, level: int = 0) -> list[str]:
+    """Pieces of at most `limit` characters, each about the same size, packing whole paragraphs; a paragraph too
+    long is cut at line ends, a line at whitespace, and only a word longer than `limit` mid-word. Joined with the
+    whitespace at the cuts, the pieces give back `text` (stripped)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return [text] if text else []
+    if level == len(_CUTS):
+        return [text[i:i + limit] for i in range(0, len(text), limit)]
+    parts = _CUTS[level].split(text)  # part, separator, part, ...
+    ends = [len(text) - before for before in accumulate((len(p) for p in parts), initial=0)]  # part i to the end
+
+    def aim(i: int) -> float:  # a piece starting at part i: equal pieces of what is left
+        return ends[i] / -(-ends[i] // limit)
+
+    pieces, current, target = [], "", 0.0
+    for i in range(0, len(parts), 2):
+        part, gap = parts[i], parts[i - 1] if i else ""
+        if len(part) > limit:
+            pieces += ([current] if current else []) + chunk_text(part, limit, level + 1)
+            current = ""
+        elif not current:
+            current, target = part, aim(i)
+        elif len(current) + len(gap) + len(part) > limit or len(current) + len(gap) + len(part) / 2 > target:
+            pieces.append(current)
+            current, target = part, aim(i)
+        else:
+            current += gap + part
+    return pieces + ([current] if current else [])
+
+
+def paragraphs(text: str, limit: int) -> list[str]:
+    """Each blank-line-separated paragraph, one longer than `limit` cut as chunk_text cuts it."""
+    return [piece for paragraph in _CUTS[0].split(text)[::2] for piece in chunk_text(paragraph, limit)]
+
+
+def split_document(text: str, mode: str, limit: int) -> list[str]:
+    """A document as read (`none`), cut into paragraphs, or into chunks of about `limit` characters."""
+    if mode == "paragraphs":
+        return paragraphs(text, limit)
+    if mode == "chunks" and len(text) > limit:
+        return chunk_text(text, limit)
+    return [text]

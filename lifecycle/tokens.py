@@ -65,6 +65,15 @@ def pack(stream: np.ndarray, block_size: int) -> np.ndarray:
     return stream[: n * block_size].reshape(n, block_size)
 
 
+def need_blocks(split: str, documents: int, tokens: int, block_size: int) -> None:
+    """Pretraining trains on train's blocks and evaluates on validation's: each needs at least one whole block."""
+    if tokens < block_size:
+        raise StageError(f"tokenize: {split}: {tokens} tokens ({documents} document{'' if documents == 1 else 's'}), "
+                         f"fewer than one block of tokenize.block_size = {block_size}; give the {split} split "
+                         f"more text (add text, or raise prepare.split.{split} or prepare.split.min_documents) or "
+                         "lower tokenize.block_size (a multiple of model.context_length)")
+
+
 def blocks_to_dataset(blocks):
     """A (n, block_size) token array as a `datasets` Dataset with one fixed-size `input_ids` column."""
     import pyarrow as pa

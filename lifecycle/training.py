@@ -157,7 +157,9 @@ class LiveCurves(TrainerCallback):
 
 
 def truncate_curves(directory: Path, step: int) -> None:
-    """Drop curve rows logged after the checkpoint we resume from: they are about to be trained again."""
+    """Drop curve rows logged after the checkpoint we resume from: they are about to be trained again. A kill -9
+    can cut dvclive's files mid-write: a partial row is dropped, a partial summary (which dvclive's resume reads
+    for its step) is replaced by the step we resume from."""
     for tsv in Path(directory).rglob("*.tsv"):
         with open(tsv, newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))
@@ -165,9 +167,14 @@ def truncate_curves(directory: Path, step: int) -> None:
             continue
         header = rows[0]
         column = header.index("step")
-        body = [r for r in rows[1:] if r and int(r[column]) <= step]
+        body = [r for r in rows[1:] if len(r) == len(header) and r[column].isdigit() and int(r[column]) <= step]
         with open(tsv, "w", newline="") as f:
             csv.writer(f, delimiter="\t").writerows([header, *body])
+    summary = Path(directory) / "metrics.json"
+    try:
+        json.loads(summary.read_text(encoding="utf-8")) if summary.exists() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        summary.write_text(json.dumps({"step": step}), encoding="utf-8")
 
 
 def causal_lm_collate(rows: list[dict]) -> dict:

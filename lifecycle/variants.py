@@ -44,6 +44,23 @@ def variant_dir(kind: str, variant: str, root: Path = Path("models")) -> Path:
     return path
 
 
+def model_sha256(directory: str | Path) -> str:
+    """The identity of the model in `directory`, as a request log names it: sha256 over every file under it, none
+    skipped (weights, graph, config and tokenizer all shape a prediction), each fed as its POSIX path relative to
+    `directory`, its size and its bytes, in sorted path order. Any file added, removed, renamed or changed changes
+    it; where the directory lives does not."""
+    import hashlib
+    directory = Path(directory)
+    files = sorted((p.relative_to(directory).as_posix(), p) for p in directory.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def session_options(threads: int | None):
     """ONNX Runtime session options with `threads` intra-op threads (None: ORT's default, every physical core)."""
     import onnxruntime

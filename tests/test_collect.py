@@ -7,6 +7,7 @@ import pytest
 
 from lifecycle import sources as collect
 from lifecycle.params import schema as P
+from lifecycle.text import split_document
 from tests.conftest import default_params, run_stage, the_error, write_params
 
 
@@ -230,3 +231,108 @@ def test_editing_a_file_of_a_path_source_makes_collect_changed_in_dvc_status(tmp
         f.write("A line appended later.\n")
     status = dvc(project, "status", "collect").stdout
     assert "collect:" in status and "modified:" in status and "data/own" in status, status
+
+
+# ---------------------------------------------------------------- documents from files of any size (`split`)
+
+_WORDS = ("river mountain forest lantern copper violin harbor meadow thunder pepper saddle glacier orchard compass "
+          "ribbon falcon marble canyon velvet anchor bramble cider ember garnet hazel juniper kettle lagoon").split()
+
+
+def prose(paragraphs: int, seed: int = 0) -> str:
+    """Paragraphs of 2-6 lines of sentences that pass the pretraining filters, none repeated."""
+    import random
+    rng = random.Random(seed)
+
+    def sentence() -> str:
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 12))]
+        return f"The {' '.join(words[:3])} and the {' '.join(words[3:])} of it {rng.randint(0, 10**6)}."
+    return "\n\n".join("\n".join(sentence() for _ in range(rng.randint(2, 6))) for _ in range(paragraphs))
+
+
+def test_chunks_of_a_long_text_are_about_chunk_chars_and_lose_no_word():
+    text = prose(300)
+    pieces = split_document(text, "chunks", 2000)
+    assert len(pieces) >= len(text) // 2000
+    assert all(1000 <= len(p) <= 2000 for p in pieces[:-1]) and 0 < len(pieces[-1]) <= 2000
+    assert " ".join(pieces).split() == text.split()
+    paragraphs = set(text.split("\n\n"))
+    assert all(set(p.split("\n\n")) <= paragraphs for p in pieces), "cut at paragraph boundaries only"
+
+
+def test_chunks_cut_a_long_paragraph_at_lines_then_whitespace_then_mid_word_only_for_a_giant_word():
+    lines = "\n".join(f"line {i} " + "word " * 20 for i in range(40))
+    assert all(p.startswith("line ") for p in split_document(lines, "chunks", 500)), "whole lines"
+    one_line = " ".join(f"w{i}" for i in range(1000))
+    pieces = split_document(one_line, "chunks", 300)
+    assert all(len(p) <= 300 for p in pieces) and " ".join(pieces).split() == one_line.split()
+    assert split_document("x" * 250 + " tail", "chunks", 100) == ["x" * 100, "x" * 100, "x" * 50, "tail"]
+
+
+def test_short_documents_stay_whole_and_split_none_keeps_long_ones():
+    assert split_document("  short\n\ntext ", "chunks", 100) == ["  short\n\ntext "]
+    long = prose(50)
+    assert split_document(long, "none", 100) == [long]
+
+
+def test_split_paragraphs_gives_each_paragraph_and_cuts_one_too_long():
+    text = "First paragraph.\n\n\n  Second one,\nover two lines.\n \nThird " + "word " * 60
+    pieces = split_document(text, "paragraphs", 120)
+    assert pieces[:2] == ["First paragraph.", "Second one,\nover two lines."]
+    assert len(pieces) == 5 and all(90 <= len(p) <= 120 for p in pieces[2:])
+
+
+def test_auto_chunks_pretraining_text_and_keeps_labelled_rows_whole():
+    assert P.Source(name="s", kind="path", path="data/own/a.txt").split_mode == "chunks"
+    assert P.Source(name="s", kind="path", path="data/own/a.csv", label_column="label").split_mode == "none"
+
+
+@pytest.fixture
+def own_book(project):
+    """A scratch project whose pretraining source is one 60 KB book in data/own/ (a labelled CSV beside it)."""
+    (project / "book.txt").write_text(prose(200))
+    (project / "ft.csv").write_text("text,label\n" + "".join(f"review number {i} of a film,positive\n"
+                                                              for i in range(20)))
+    return path_params(project, "book.txt", "ft.csv")
+
+
+def raw_docs(project, corpus: str) -> list[dict]:
+    return [json.loads(line) for line in (project / f"data/raw/{corpus}.jsonl").read_text().splitlines()]
+
+
+def test_a_long_text_file_becomes_many_documents_with_unique_stable_ids(project, own_book):
+    result = run_stage("collect", project)
+    assert result.returncode == 0, result.stderr
+    docs = raw_docs(project, "pretrain")
+    book = (project / "data/own/book.txt").read_text()
+    assert len(docs) >= len(book) // 2000 and all(len(d["text"]) <= 2000 for d in docs)
+    assert [d["id"] for d in docs] == [f"mine:data/own/book.txt:1#{k}" for k in range(1, len(docs) + 1)]
+    assert " ".join(d["text"] for d in docs).split() == book.split()
+    assert len(raw_docs(project, "finetune")) == 20, "labelled rows stay whole"
+
+
+def test_limit_counts_the_pieces_and_split_none_keeps_the_file_whole(project, own_book, monkeypatch):
+    monkeypatch.chdir(project)
+    source = P.Source(name="mine", kind="path", path="data/own/book.txt", limit=3, chunk_chars=500)
+    assert [d["id"] for d in collect.read_source(source)] == [f"mine:data/own/book.txt:1#{k}" for k in (1, 2, 3)]
+    whole = collect.read_source(P.Source(name="mine", kind="path", path="data/own/book.txt", split="none"))
+    assert [d["id"] for d in whole] == ["mine:data/own/book.txt:1"]
+
+
+def test_chunk_chars_above_the_filters_max_chars_is_a_params_error(project, own_book):
+    own_book["collect"]["pretrain"][0]["chunk_chars"] = 5000
+    own_book["prepare"]["filters"]["pretrain"]["max_chars"] = 3000
+    write_params(project, own_book)
+    assert the_error(run_stage("collect", project)) == (
+        "error: params.yaml: collect.pretrain[0].chunk_chars = 5000: is above prepare.filters.pretrain.max_chars = "
+        "3000, so prepare would drop its pieces; lower chunk_chars or raise max_chars")
+    assert not (project / "data/raw").exists()
+
+
+def test_a_glob_matching_no_file_names_the_source_the_pattern_and_the_fix(project):
+    params = default_params()
+    params["collect"]["pretrain"] = [{"name": "books", "kind": "path", "path": "data/own/books/*.txt"}]
+    write_params(project, params)
+    assert the_error(run_stage("collect", project)) == (
+        "error: source 'books': no file matches data/own/books/*.txt; put your files there or fix the glob in its "
+        "path (relative to the project root; ** spans folders)")

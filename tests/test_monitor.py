@@ -79,42 +79,138 @@ def test_training_distribution_drifts_less_than_another_source(tiny_models, clas
     assert "length" in far["drifted"]
 
 
+# ---------------------------------------------------------------- which model wrote the log
+
+def test_model_hash_covers_every_file_and_not_the_location(tmp_path):
+    from lifecycle.variants import model_sha256
+    model = tmp_path / "a"
+    (model / "sub").mkdir(parents=True)
+    (model / "model.onnx").write_bytes(b"weights")
+    (model / "sub/tokenizer.json").write_text("{}")
+    first = model_sha256(model)
+    shutil.copytree(model, tmp_path / "b")
+    assert model_sha256(tmp_path / "b") == first and len(first) == 64
+    (model / "model.onnx").write_bytes(b"weightz")
+    changed = model_sha256(model)
+    (model / "model.onnx").write_bytes(b"weights")
+    (model / "sub/tokenizer.json").rename(model / "tokenizer.json")
+    moved = model_sha256(model)
+    (model / "extra.json").write_text("")
+    assert len({first, changed, moved, model_sha256(model)}) == 4
+
+
+FAKE_ONNX = b"stands in for an int8 graph: monitor hashes it, never loads it"
+
+
 @pytest.fixture
 def monitored(tiny_models, tmp_path) -> Path:
+    """tiny_models serving A/B int8_dynamic (a stand-in per kind) and pytorch; monitor reads
+    data/requests/requests.jsonl."""
     project = tmp_path / "project"
     shutil.copytree(tiny_models, project)
+    for kind in ("classifier", "lm"):
+        directory = project / "models/compressed" / kind / "int8_dynamic"
+        directory.mkdir(parents=True)
+        (directory / "model.onnx").write_bytes(FAKE_ONNX + kind.encode())
     params = tiny_params()
-    params["monitor"] = {"log": "requests.jsonl", "bins": 5}
+    params["monitor"] = {"log": "data/requests/requests.jsonl", "bins": 5}
     params["serve"] = {"ab": {"variants": ["int8_dynamic", "pytorch"], "split": 0.5}}
     write_params(project, params)
     return project
 
 
+def served_by(project: Path, variant: str, record: dict) -> dict:
+    """`record` as the server writes it: naming `variant` and the content hash of the model that served it."""
+    from lifecycle.variants import model_sha256, variant_dir
+    kind = M.KINDS[record["endpoint"]]
+    return {**record, "variant": variant,
+            "model": {"variant": variant, "sha256": model_sha256(variant_dir(kind, variant, project / "models"))}}
+
+
+def write_log(project: Path, records: list[dict]) -> None:
+    (project / "data/requests").mkdir(parents=True, exist_ok=True)
+    (project / "data/requests/requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+COMPLETION = {"endpoint": "completions", "prompt": "To be, or not to be", "completion": " x", "completion_tokens": 1,
+              "latency_ms": 12.5, "outcome": "ok"}
+CLASSIFICATION = {"endpoint": "classify", "text": "A fine film.", "label": "positive", "latency_ms": 3.0,
+                  "outcome": "ok"}
+ANOTHER_MODEL = ("this log belongs to another model; start a new log for the current model (serve.request_log) or "
+                 "point monitor.log at its log")
+
+
 def test_stage_writes_the_report(monitored):
-    records = [{"endpoint": "completions", "variant": v, "prompt": "To be, or not to be", "completion": " x",
-                "completion_tokens": 1, "latency_ms": 12.5, "outcome": "ok"} for v in ("int8_dynamic", "pytorch") * 3]
-    records += [{"endpoint": "classify", "variant": "pytorch", "text": "A fine film.", "label": "positive",
-                 "latency_ms": 3.0, "outcome": "ok"}]
-    (monitored / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    from lifecycle.variants import model_sha256
+    write_log(monitored, [served_by(monitored, v, COMPLETION) for v in ("int8_dynamic", "pytorch") * 3]
+              + [served_by(monitored, "pytorch", CLASSIFICATION)])
     result = run_stage("monitor", monitored)
     assert result.returncode == 0, result.stderr
     report = json.loads((monitored / "reports/monitor.json").read_text())
+    assert report["status"] == "ok"
     assert report["requests"] == {"total": 7, "completions": 6, "classify": 1, "not_ok": 0}
     assert set(report["drift"]) == {"classify", "completions"}
     assert report["ab"]["by_variant"]["int8_dynamic"]["requests"] == 3
+    checked = {"lm": {"int8_dynamic": "models/compressed/lm/int8_dynamic", "pytorch": "models/pretrained"},
+               "classifier": {"pytorch": "models/finetuned"}}
+    assert report["model"] == {kind: {v: {"sha256": model_sha256(monitored / path), "path": path}
+                                      for v, path in paths.items()} for kind, paths in checked.items()}
     assert json.loads((monitored / "reports/plots/monitor_lengths_classify.json").read_text())[0]["bin"] == 0
 
 
+def test_log_of_a_model_since_retrained_is_refused_before_any_work(monitored):
+    from lifecycle.variants import model_sha256
+    lm = monitored / "models/compressed/lm/int8_dynamic"
+    write_log(monitored, [served_by(monitored, "pytorch", CLASSIFICATION), served_by(monitored, "int8_dynamic",
+                                                                                      COMPLETION)])
+    old = model_sha256(lm)
+    (lm / "model.onnx").write_bytes(b"retrained")
+    assert the_error(run_stage("monitor", monitored)) == (
+        f"error: data/requests/requests.jsonl:2: served by int8_dynamic sha256 {old[:8]}…, but the current "
+        "int8_dynamic is "
+        f"{model_sha256(lm)[:8]}… (models/compressed/lm/int8_dynamic): {ANOTHER_MODEL}")
+    assert not (monitored / "reports/monitor.json").exists()
+
+
+@pytest.mark.parametrize("record,expected", [
+    ({**COMPLETION, "variant": "pytorch"}, "names no model (a log from an older server), but the current pytorch is "
+                                           "{pytorch}… (models/pretrained)"),
+    ({**COMPLETION, "model": {"variant": "onnx_fp32", "sha256": "1a2b3c4d5e6f"}},
+     "served by onnx_fp32 sha256 1a2b3c4d…, but the current params serve int8_dynamic and pytorch "
+     "(serve.variant, serve.ab)"),
+], ids=["no model", "variant not served"])
+def test_log_naming_no_model_or_another_variant_is_refused(monitored, record, expected):
+    from lifecycle.variants import model_sha256
+    write_log(monitored, [served_by(monitored, "pytorch", CLASSIFICATION), record])
+    pytorch = model_sha256(monitored / "models/pretrained")[:8]
+    assert the_error(run_stage("monitor", monitored)) == \
+        f"error: data/requests/requests.jsonl:2: {expected.format(pytorch=pytorch)}: {ANOTHER_MODEL}"
+
+
+def test_no_log_configured_is_no_traffic_yet(monitored):
+    params = tiny_params()
+    params["monitor"].pop("log")  # the schema's default: null
+    write_params(monitored, params)
+    result = run_stage("monitor", monitored)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((monitored / "reports/monitor.json").read_text())
+    assert report["status"] == "no traffic yet" and report["log"] is None and report["drift"] == {}
+    assert report["requests"] == {"total": 0, "classify": 0, "completions": 0, "not_ok": 0}
+    for endpoint in ("classify", "completions"):
+        assert json.loads((monitored / f"reports/plots/monitor_lengths_{endpoint}.json").read_text()) == []
+
+
 def test_bad_log_row_is_named(monitored):
-    (monitored / "requests.jsonl").write_text('{"endpoint": "classify", "text": "ok"}\n'
+    (monitored / "data/requests").mkdir(parents=True, exist_ok=True)
+    (monitored / "data/requests/requests.jsonl").write_text('{"endpoint": "classify", "text": "ok"}\n'
                                               '{"endpoint": "embed", "text": "x"}\n')
     assert the_error(run_stage("monitor", monitored)) == \
-        "error: requests.jsonl: row 2: endpoint 'embed': expected 'completions' or 'classify'"
+        "error: data/requests/requests.jsonl: row 2: endpoint 'embed': expected 'completions' or 'classify'"
 
 
 def test_missing_log_is_named(monitored):
     assert the_error(run_stage("monitor", monitored)) == \
-        "error: params.yaml: monitor.log = 'requests.jsonl': not found (point it at a serve request log)"
+        "error: params.yaml: monitor.log = 'data/requests/requests.jsonl': not found (point it at a serve request log)"
 
 
 def test_bad_monitor_params_stop_the_stage(monitored):

@@ -36,7 +36,9 @@ BAD = [
      "collect.pretrain[0].kind = 'ftp': must be one of 'package', 'path', 'hf' or 'url'"),
     ("collect.pretrain.0.weight", 0, "collect.pretrain[0].weight = 0: must be greater than 0"),
     ("prepare.pii.email", 1, "prepare.pii.email = 1: must be true or false"),
-    ("prepare.split.test", 0.9, "prepare.split.test = 0.9: must be between 0 and 0.5"),
+    ("prepare.split.test", 0.9, "prepare.split.test = 0.9: must be above 0 and at most 0.5 (pretraining needs a "
+                                "validation split, evaluation a test split)"),
+    ("monitor.log", "logs/requests.jsonl", "monitor: log = 'logs/requests.jsonl': must lie under data/requests/"),
     ("prepare.filters.pretrain.min_words", 500000,
      "prepare.filters.pretrain: min_words = 500000 is above max_words = 100000"),
     ("tokenize.block_size", "128", "tokenize.block_size = '128': must be an integer"),

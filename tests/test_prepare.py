@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 
 import pytest
 
-from lifecycle.corpus import length_histogram, prepare_corpus, split_of
+from lifecycle.core import StageError
+from lifecycle.corpus import assign_splits, length_histogram, prepare_corpus
 from lifecycle.dedup import exact_key, near_duplicates
 from lifecycle.params import schema as P
 from lifecycle.pii import luhn_valid, scrub_pii
 from lifecycle.text import FILTERS, normalize, quality_failure
-from tests.conftest import default_params, run_stage, the_error
+from tests.conftest import default_params, run_stage, the_error, write_params
+from tests.test_collect import prose
 
 # ---------------------------------------------------------------- helpers
 
@@ -262,27 +265,44 @@ def test_luhn_valid_rejects_invalid_numbers(number):
 
 # ---------------------------------------------------------------- split
 
-def test_split_of_is_deterministic():
-    texts = [f"document number {i}" for i in range(50)]
-    assert [split_of(t, 0.1, 0.1) for t in texts] == [split_of(t, 0.1, 0.1) for t in texts]
+def _split(n: int, **split) -> dict[str, list[str]]:
+    docs = [{"text": f"document number {i}"} for i in range(n)]
+    return {s: [d["text"] for d in ds] for s, ds in assign_splits(docs, P.Split(**split)).items()}
 
 
-def test_split_of_uses_more_than_one_split():
-    assert len({split_of(f"document number {i}", 0.3, 0.3) for i in range(50)}) == 3
+def test_assign_splits_is_deterministic_and_keeps_input_order():
+    splits = _split(50, validation=0.1, test=0.1)
+    assert splits == _split(50, validation=0.1, test=0.1)
+    for texts in splits.values():
+        assert texts == sorted(texts, key=lambda t: int(t.split()[-1]))
 
 
-def test_split_of_roughly_honours_fractions():
-    shares = Counter(split_of(f"document number {i}", 0.10, 0.05) for i in range(2000))
-    assert 0.03 <= shares["test"] / 2000 <= 0.07
-    assert 0.07 <= shares["validation"] / 2000 <= 0.13
+def test_assign_splits_gives_a_small_corpus_every_split():
+    splits = _split(12)
+    assert {s: len(ts) for s, ts in splits.items()} == {"train": 10, "validation": 1, "test": 1}
+    assert {s: len(ts) for s, ts in _split(12, min_documents=3).items()} == {"train": 6, "validation": 3, "test": 3}
+    assert {s: len(ts) for s, ts in _split(3, validation=0.5, test=0.4).items()} == {
+        "train": 1, "validation": 1, "test": 1}
 
 
-def test_split_of_zero_fractions_always_train():
-    assert {split_of(f"document number {i}", 0.0, 0.0) for i in range(500)} == {"train"}
+def test_assign_splits_honours_fractions_on_a_big_corpus():
+    counts = {s: len(ts) for s, ts in _split(2000, validation=0.10, test=0.05).items()}
+    assert counts == {"train": 1700, "validation": 200, "test": 100}
 
 
-def test_split_of_full_fractions_never_train():
-    assert "train" not in {split_of(f"document number {i}", 0.5, 0.5) for i in range(500)}
+def test_assign_splits_moves_at_most_boundary_documents_when_one_is_added():
+    before, after = _split(2000), _split(2001)
+    where = {t: s for s, ts in before.items() for t in ts}
+    moved = [t for s, ts in after.items() for t in ts if t in where and where[t] != s]
+    assert len(moved) <= 2
+
+
+@pytest.mark.parametrize("key", ["validation", "test"])
+def test_a_split_share_of_zero_is_a_params_error(key):
+    params, problems = P.validate({**default_params(), "prepare": {**default_params()["prepare"],
+                                   "split": {"validation": 0.05, "test": 0.05, key: 0.0}}})
+    assert problems == [f"params.yaml: prepare.split.{key} = 0.0: must be above 0 and at most 0.5 (pretraining needs "
+                        "a validation split, evaluation a test split)"]
 
 
 # ---------------------------------------------------------------- prepare_corpus
@@ -375,8 +395,8 @@ def test_prepare_corpus_skips_dedup_when_disabled():
 
 
 def test_prepare_corpus_report_lists_every_step_for_a_source_emptied_by_a_filter():
-    docs = [{"id": "x", "text": "hi", "source": "tiny"},
-            {"id": "y", "text": "a perfectly fine document here", "source": "big"}]
+    docs = [{"id": "x", "text": "hi", "source": "tiny"}] + [
+        {"id": f"y{i}", "text": f"a perfectly fine document number {i}", "source": "big"} for i in range(3)]
     _, report = prepare_corpus(docs, P.Filters(min_words=3), _prepare_params(), seed=1)
     assert report["sources"]["tiny"].keys() == report["sources"]["big"].keys()
 
@@ -414,3 +434,96 @@ def test_length_histogram_empty_splits_give_zero_bins():
                                             ("tokenizer", "data/prepared/pretrain/train.jsonl")])
 def test_missing_input_is_one_line(project, stage, missing):
     assert f"error: {missing}: no such file" in the_error(run_stage(stage, project))
+
+
+# ---------------------------------------------------------------- small corpora, long files and visible drops
+
+def _raw(project, corpus: str, texts: list[str], **extra) -> None:
+    (project / "data/raw").mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"s:{i}", "text": t, "source": "s", **extra} for i, t in enumerate(texts)]
+    (project / f"data/raw/{corpus}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _random_text(words: int, seed: int) -> str:
+    import random
+    rng = random.Random(seed)
+    return " ".join(rng.choice(_VOCAB) for _ in range(words))
+
+
+def test_a_corpus_too_small_to_split_stops_prepare_with_one_line_before_writing(project):
+    params = default_params()
+    params["prepare"]["filters"]["pretrain"] = {"max_words": 200}
+    write_params(project, params)
+    _raw(project, "pretrain", [_random_text(300 if i < 6 else 100, seed=i) for i in range(8)])
+    _raw(project, "finetune", [f"a fine review number {i}" for i in range(5)], label="positive")
+    assert the_error(run_stage("prepare", project)) == (
+        "error: prepare: pretrain: 2 documents left after filters and dedup (of 8 read; filter_max_words dropped 6): "
+        "too few for train, validation and test with at least 1 each (prepare.split.min_documents); add text, split "
+        "long files with collect.pretrain[].split: chunks, or relax prepare.filters.pretrain.max_words")
+    assert not (project / "data/prepared").exists() and not (project / "reports").exists()
+
+
+def test_too_few_documents_names_dedup_and_min_documents_when_they_are_the_cause():
+    docs = [{"id": str(i), "text": "the same text again", "source": "s"} for i in range(5)]
+    params = _prepare_params(split={"min_documents": 2})
+    with pytest.raises(StageError) as err:
+        prepare_corpus(docs, P.Filters(), params, seed=1, corpus="finetune")
+    assert str(err.value) == (
+        "prepare: finetune: 1 document left after filters and dedup (of 5 read; dedup_exact dropped 4): too few for "
+        "train, validation and test with at least 2 each (prepare.split.min_documents); add text, split long files "
+        "with collect.finetune[].split: chunks, turn off prepare.dedup.exact, or lower prepare.split.min_documents")
+
+
+SHORT_REVIEWS = ["Great phone.", "Really loud.", "Works great.", "Nice screen.", "Bad battery."]
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory):
+    """A user's project: one 54 KB book (max_chars 5000) and 100 reviews, 5 of them under min_words; collect and
+    prepare run."""
+    project = tmp_path_factory.mktemp("own-data")
+    (project / "data/own").mkdir(parents=True)
+    (project / "data/own/book.txt").write_text(prose(150))
+    reviews = [f"review {i} of this phone is fine" for i in range(95)]
+    for k, short in enumerate(SHORT_REVIEWS):
+        reviews.insert(10 * k + 3, short)
+    (project / "data/own/reviews.csv").write_text("text,label\n" + "".join(f"{r},positive\n" for r in reviews))
+    params = default_params()
+    params["collect"]["pretrain"] = [{"name": "mine", "kind": "path", "path": "data/own/book.txt"}]
+    params["collect"]["finetune"] = [{"name": "reviews", "kind": "path", "path": "data/own/reviews.csv",
+                                      "label_column": "label"}]
+    params["prepare"]["filters"]["pretrain"]["max_chars"] = 5000
+    write_params(project, params)
+    results = {stage: run_stage(stage, project) for stage in ("collect", "prepare")}
+    assert all(r.returncode == 0 for r in results.values()), {s: r.stderr for s, r in results.items()}
+    return project, results["prepare"]
+
+
+def _data_report(project) -> dict:
+    return json.loads((project / "reports/data.json").read_text())
+
+
+def test_a_file_larger_than_max_chars_becomes_documents_in_every_split(own_data):
+    project, _ = own_data
+    pretrain = _data_report(project)["pretrain"]
+    assert pretrain["documents_in"] >= 54_000 // 2000
+    assert pretrain["documents_out"] >= pretrain["documents_in"] - 1, "at most a short last piece is dropped"
+    assert all(pretrain["split"][s]["documents"] >= 1 for s in ("train", "validation", "test"))
+    assert pretrain["kept"] == {"mine": {"documents": pretrain["documents_out"],
+                                         "characters": sum(s["characters"] for s in pretrain["split"].values())}}
+
+
+def test_a_filter_dropping_more_than_warn_drop_share_is_one_warning_line(own_data):
+    _, result = own_data
+    assert [line for line in result.stderr.splitlines() if line.startswith("warning:")] == [
+        "warning: prepare: finetune source 'reviews': filter_min_words dropped 5.0% (5 of 100 documents), "
+        'e.g. "Great phone."; see reports/data.json']
+
+
+def test_drop_warnings_and_kept_documents_are_in_the_data_report(own_data):
+    project, _ = own_data
+    finetune = _data_report(project)["finetune"]
+    assert finetune["drop_warnings"] == [{"source": "reviews", "filter": "min_words", "dropped": 5, "of": 100,
+                                          "share": 0.05, "examples": SHORT_REVIEWS[:3]}]
+    assert finetune["kept"]["reviews"]["documents"] == 95 == sum(s["documents"] for s in finetune["split"].values())
+    assert _data_report(project)["pretrain"]["drop_warnings"] == []

@@ -193,3 +193,22 @@ def test_unigram_perplexity_of_a_uniform_stream_is_the_vocabulary_size():
 
 def test_bits_per_byte_converts_nats_per_token():
     assert bits_per_byte(math.log(2), tokens=100, n_bytes=400) == pytest.approx(0.25)
+
+
+def test_curves_cut_mid_write_by_a_kill_are_repaired_for_the_resume(tmp_path):
+    """A kill -9 while dvclive writes leaves a partial row and a partial summary; dvclive's resume reads the
+    summary, so a partial one crashed the resumed run (JSONDecodeError) before it trained a step."""
+    from dvclive import Live
+
+    from lifecycle.training import truncate_curves
+
+    curves = tmp_path / "live"
+    (curves / "plots/metrics/train").mkdir(parents=True)
+    (curves / "plots/metrics/train/loss.tsv").write_text(
+        "timestamp\tstep\tloss\n1\t5\t2.0\n2\t10\t1.5\n3\t15\t1.2\n4\t2")
+    (curves / "metrics.json").write_text('{"train": {"loss": 1.')
+    truncate_curves(curves, 10)
+    rows = (curves / "plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert rows == ["timestamp\tstep\tloss", "1\t5\t2.0", "2\t10\t1.5"]
+    live = Live(str(curves), resume=True, save_dvc_exp=False, dvcyaml=False)
+    assert live.step == 11  # dvclive resumes after the step of the checkpoint

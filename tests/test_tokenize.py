@@ -4,7 +4,7 @@ import pytest
 
 from lifecycle.core import StageError
 from lifecycle.params import schema as P
-from lifecycle.tokens import blocks_to_dataset, encode, load_tokenizer, pack, train_bpe
+from lifecycle.tokens import blocks_to_dataset, encode, load_tokenizer, need_blocks, pack, train_bpe
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Café naïve façade — déjà vu!",
          "東京は日本の首都です。", "Emoji 🙂🚀 and math ∑∞ ≠ ≈.", "the the the quick quick fox"] * 20
@@ -86,3 +86,16 @@ def test_blocks_become_a_datasets_column(tokenizer):
     dataset = blocks_to_dataset(blocks)
     assert dataset.column_names == ["input_ids"] and len(dataset) == 3
     assert dataset[1]["input_ids"] == [4, 5, 6, 7]
+
+
+
+def test_a_validation_split_shorter_than_a_block_is_one_clear_error(tokenizer):
+    """Prepare may leave validation one short document: tokenize says so, not pretrain's IndexError on no blocks."""
+    stream = encode(tokenizer.backend_tokenizer, ["A short one."], tokenizer.eos_token_id)
+    with pytest.raises(StageError) as err:
+        need_blocks("validation", 1, len(stream), 128)
+    assert str(err.value) == (
+        f"tokenize: validation: {len(stream)} tokens (1 document), fewer than one block of tokenize.block_size = "
+        "128; give the validation split more text (add text, or raise prepare.split.validation or "
+        "prepare.split.min_documents) or lower tokenize.block_size (a multiple of model.context_length)")
+    need_blocks("validation", 1, 128, 128)  # one whole block is enough

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from lifecycle.params.base import Section, at_least, between, cross_check
+from lifecycle.params.base import Fraction, Section, at_least, between, cross_check
 
 
 class DataFile(Section):
@@ -30,12 +30,15 @@ class Bootstrap(Section):
 
 
 class ClassifierAudit(Section):
-    """Counterfactual audit (Equity Evaluation Corpus style): templates with a {person} slot filled with names."""
+    """Counterfactual audit (Equity Evaluation Corpus style): the task's templates (finetune.audit_templates) with a
+    {person} slot filled with names."""
     enabled: bool = True
-    templates: DataFile = DataFile(path="data/audit/templates.csv")
     names: Names = Names()
     positive_class: str = Field("positive", description="the class whose rate is the selection rate")
     batch_size: at_least(1) = 256
+    min_vocabulary_coverage: Fraction = Field(
+        0.9, description="share of the templates' words that must occur in the fine-tuning training text; below it "
+                         "the templates are too unlike the task for the audit to mean anything, and it does not pass")
 
 
 class StereotypeAudit(Section):
@@ -62,6 +65,9 @@ class AuditGates(Section):
     """Limits a reviewer relies on; null switches a gate off."""
     demographic_parity_difference: between(0, 1) | None = Field(0.1, description="by gender and by race")
     flip_rate: between(0, 1) | None = Field(None, description="share of templates whose label changes with the name")
+    template_accuracy: Fraction | None = Field(
+        0.7, description="min accuracy on the templates that carry a label: below it the classifier does not read "
+                         "the templates as its task, and their bias figures mean little")
     crows_pairs_distance: between(0, 0.5) | None = Field(0.1, description="|CrowS-Pairs score - 0.5|")
 
 
@@ -76,6 +82,10 @@ class AuditParams(Section):
 
 @cross_check("audit", "finetune")
 def positive_class_is_a_class(audit, finetune) -> None:
+    if audit.classifier.enabled and finetune.audit_templates is None:
+        raise ValueError("audit.classifier.enabled = True needs finetune.audit_templates: a CSV of sentences from "
+                         "your task with a {person} slot (columns template, expected); or set "
+                         "audit.classifier.enabled: false")
     positive_class = audit.classifier.positive_class
     if audit.classifier.enabled and positive_class not in finetune.classes:
         raise ValueError(f"audit.classifier.positive_class = {positive_class!r} is not one of finetune.classes "

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lifecycle.params.base import Section, at_least, cross_check, positive
+from lifecycle.params.base import Section, at_least, between, cross_check, positive
 
 
 class Source(Section):
@@ -25,6 +25,21 @@ class Source(Section):
     drop_labels: list[str] = Field(default_factory=list, description="raw labels whose rows are skipped")
     weight: positive() = Field(1.0, description="share of the mixture's characters (pretraining)")
     limit: at_least(1) | None = Field(None, description="keep at most this many documents (smoke tests)")
+    licence: str | None = Field(None, description="the data's licence, shown with the source in the report and model "
+                                                  "card (a source without one is listed as a limitation)")
+    split: Literal["auto", "none", "paragraphs", "chunks"] = Field(
+        "auto", description="none: a document per file, row, scene or article; paragraphs: per blank-line-separated "
+                            "paragraph; chunks: longer documents cut into pieces of about chunk_chars, whole "
+                            "paragraphs packed; auto: chunks without label_column, none with it")
+    chunk_chars: between(100, 1_000_000, int) = Field(
+        2000, description="split paragraphs and chunks: the most characters of a piece")
+
+    @property
+    def split_mode(self) -> str:
+        """The `split` in effect: `auto` chunks pretraining text and keeps labelled rows whole."""
+        if self.split != "auto":
+            return self.split
+        return "none" if self.label_column else "chunks"
 
     @model_validator(mode="after")
     def _fields_for_kind(self):
@@ -80,3 +95,15 @@ def label_map_gives_classes(collect, finetune) -> None:
             if label not in finetune.classes:
                 raise ValueError(f"collect.finetune[{i}].label_map.{raw} = {label!r}: is not one of finetune.classes "
                                  f"({', '.join(finetune.classes)})")
+
+
+@cross_check("collect", "prepare")
+def chunks_fit_the_filters(collect, prepare) -> None:
+    """A piece longer than prepare's max_chars would be cut by collect only to be dropped by prepare."""
+    for corpus in ("pretrain", "finetune"):
+        max_chars = prepare.filters[corpus].max_chars
+        for i, source in enumerate(getattr(collect, corpus)):
+            if source.split_mode != "none" and source.chunk_chars > max_chars:
+                raise ValueError(f"collect.{corpus}[{i}].chunk_chars = {source.chunk_chars}: is above "
+                                 f"prepare.filters.{corpus}.max_chars = {max_chars}, so prepare would drop its "
+                                 f"pieces; lower chunk_chars or raise max_chars")

@@ -41,11 +41,18 @@ class InjectBias(Section):
         return self
 
 
+AUDIT_TEMPLATE_FOLDERS = ("data/audit/", "data/own/")
+
+
 class FinetuneParams(Section):
     task: Literal["classification", "causal_lm"] = Field(
         "classification", description="causal_lm: domain-adaptive continued pretraining on the task's text")
     base: str | None = Field(None, description="null: models/pretrained; else a model directory (a hub name, online)")
     classes: list[str] = Field(default_factory=lambda: ["negative", "positive"], min_length=2)
+    audit_templates: str | None = Field(
+        None, description="the bias audit's counterfactual templates for this task: a CSV under data/audit/ or "
+                          "data/own/ with columns template (a sentence of the task with a {person} slot) and expected "
+                          "(one of classes, or empty); null: no classifier audit")
     method: Literal["full", "lora"] = "full"
     lora: Lora = Lora()
     max_length: between(8, 1_048_576, int) = Field(128, description="tokens kept per example")
@@ -61,6 +68,11 @@ class FinetuneParams(Section):
 
     @model_validator(mode="after")
     def _classes(self):
+        if self.audit_templates is not None and not any(
+                self.audit_templates.startswith(folder) and ".." not in self.audit_templates.split("/")
+                for folder in AUDIT_TEMPLATE_FOLDERS):
+            raise ValueError(f"audit_templates = {self.audit_templates!r}: must lie under "
+                             f"{' or '.join(AUDIT_TEMPLATE_FOLDERS)} (the audit stage's DVC dependencies)")
         repeated = sorted({c for c in self.classes if self.classes.count(c) > 1})
         if repeated:
             raise ValueError(f"classes: repeated {', '.join(repeated)}")
@@ -73,8 +85,23 @@ class FinetuneParams(Section):
         return self
 
 
+class TfidfBaseline(Section):
+    """A bag-of-words classifier trained in seconds on the same train split: the bar fine-tuning must clear."""
+    enabled: bool = True
+    ngram_max: between(1, 3, int) = Field(1, description="word n-grams of 1 to this many words")
+    sublinear_tf: bool = Field(True, description="1 + log(tf) rather than raw counts")
+    C: positive() = Field(4.0, description="inverse L2 regularisation strength of the logistic regression")
+    max_features: at_least(1) | None = Field(None, description="null: every term of the train split")
+
+
+class Baselines(Section):
+    """Simple models scored on the classifier's test split (the majority class is always one)."""
+    tfidf: TfidfBaseline = TfidfBaseline()
+
+
 class EvaluateParams(Section):
     batch_size: at_least(1) = 32
     stride: at_least(1) | None = Field(
         None, description="sliding-window step for texts longer than the context; null: half the context")
     calibration_bins: between(2, 100, int) = 10
+    baselines: Baselines = Baselines()

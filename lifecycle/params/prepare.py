@@ -1,9 +1,9 @@
 """The `prepare` section: normalisation, quality filters, dedup, PII scrubbing, splits."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from lifecycle.params.base import Fraction, Section, at_least, between
 
@@ -68,9 +68,28 @@ class Pii(Section):
     credit_card: bool = True
 
 
+def split_share():
+    def check(value):
+        if not 0 < value <= 0.5:
+            raise ValueError("must be above 0 and at most 0.5 (pretraining needs a validation split, evaluation a "
+                             "test split)")
+        return value
+    return Annotated[float, AfterValidator(check)]
+
+
 class Split(Section):
-    validation: between(0, 0.5) = 0.05
-    test: between(0, 0.5) = 0.05
+    """Documents go to test, validation and train by the rank of a stable hash of their text."""
+    validation: split_share() = 0.05
+    test: split_share() = 0.05
+    min_documents: at_least(1) = Field(1, description="the fewest documents each of train, validation and test "
+                                                      "may hold; a smaller corpus stops prepare")
+
+    @model_validator(mode="after")
+    def _train_left(self):
+        if self.validation + self.test >= 1:
+            raise ValueError(f"validation + test = {self.validation + self.test}: leaves nothing for train; "
+                             "must be below 1")
+        return self
 
 
 class PrepareParams(Section):
@@ -79,6 +98,8 @@ class PrepareParams(Section):
     dedup: Dedup = Dedup()
     pii: Pii = Pii()
     split: Split = Split()
+    warn_drop_share: Fraction = Field(0.02, description="a quality filter dropping more than this share of a "
+                                                        "source's documents is a warning, with examples")
     length_bins: list[at_least(1)] = Field(default_factory=lambda: [10, 30, 100, 300, 1000, 3000, 10000, 30000],
                                            min_length=1, description="upper edges (words) of the length histogram")
 

@@ -26,8 +26,9 @@ from lifecycle.params.base import Section, between
 class ReportParams(Section):
     """What the model card says that no metric can: who the model is for, and what it must not be used for."""
     intended_use: str = "A demonstration of a reproducible LLM lifecycle; not for decisions about people."
-    licences: dict[str, str] = Field(default_factory=dict, description="data source name -> its licence (collect's "
-                                     "sources, and any other data the run uses, e.g. the audit's)")
+    licences: dict[str, str] = Field(default_factory=dict, description="licences of the data files the audit reads, "
+                                     "by file as reports/bias.json `inputs` names it (a path, or `package: path`); "
+                                     "each collect source states its own `licence`")
     out_of_scope: list[str] = Field(default_factory=list, description="uses the model is not meant for")
     limitations: list[str] = Field(default_factory=list, description="known limitations, one sentence each")
     dpi: between(50, 300, int) = Field(100, description="resolution of the report's PNG figures")

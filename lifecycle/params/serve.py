@@ -1,6 +1,7 @@
 """The `serve` and `monitor` sections."""
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -67,11 +68,24 @@ class ServeParams(Section):
         return self
 
 
+REQUESTS = "data/requests"  # the folder of request logs: a DVC dependency of monitor, so a new log re-runs it
+
+
 class MonitorParams(Section):
-    log: str = Field("data/requests/sample.jsonl", description="the request log to read (point it at production's)")
+    log: str | None = Field(None, description=f"the serve request log to read, copied under {REQUESTS}/ (the "
+                                              "monitor stage's DVC dependency): the log of the server now serving the "
+                                              "model; null: no traffic yet")
     reference: str = Field("data/prepared/finetune/train.jsonl",
                            description="training texts (and labels) that requests are compared with")
     lm_reference: str = Field("data/prepared/pretrain/train.jsonl", description="the language model's training texts")
     bins: between(2, 100, int) = Field(10, description="quantile bins of the reference's lengths for the PSI")
     psi_alert: positive() = Field(
         0.2, description="PSI above this is reported as drift (0.1 moderate, 0.2 major by convention)")
+
+    @model_validator(mode="after")
+    def _log_in_requests(self):
+        parts = PurePosixPath(self.log).parts if self.log else ()
+        if self.log and (parts[:2] != tuple(REQUESTS.split("/")) or ".." in parts or len(parts) < 3):
+            raise ValueError(f"log = {self.log!r}: must lie under {REQUESTS}/ (the monitor stage's DVC dependency: a "
+                             f"new log there re-runs it); copy the server's log (serve.request_log) into {REQUESTS}/")
+        return self

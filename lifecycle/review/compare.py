@@ -25,8 +25,8 @@ from lifecycle.core import StageError
 from lifecycle.io import atomic_path
 from lifecycle.params.base import load
 from lifecycle.params.report import Gate
+from lifecycle.review.markdown import flatten, fmt, slug
 from lifecycle.review.plots import dvc_errors, open_repo, render_png, specs
-from lifecycle.review.report import flatten, fmt, slug
 
 log = logging.getLogger("llm-lifecycle.compare")
 WORKSPACE = "workspace"

@@ -51,7 +51,9 @@ class Classifications:
         return hit
 
     def log_classifications(self, variant: str, texts: list[str], results: list[dict], latency: float) -> None:
+        model = self.services.served[variant].model("classifier")
         for text, r in zip(texts, results):
             self.services.request_log.write({"time": time.time(), "endpoint": "classify", "variant": variant,
-                                             "text": text, "label": r["label"], "score": r["scores"][r["label"]],
-                                             "latency_ms": round(1000 * latency, 2), "outcome": "ok"})
+                                             "model": model, "text": text, "label": r["label"],
+                                             "score": r["scores"][r["label"]], "latency_ms": round(1000 * latency, 2),
+                                             "outcome": "ok"})

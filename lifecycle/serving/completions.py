@@ -163,7 +163,8 @@ class Completions:
 
     def log_completion(self, call: Call, prompt: str, r: dict, outcome: str) -> None:
         self.services.request_log.write({
-            "time": time.time(), "endpoint": "completions", "variant": call.variant, "prompt": prompt,
+            "time": time.time(), "endpoint": "completions", "variant": call.variant,
+            "model": self.services.served[call.variant].model("lm"), "prompt": prompt,
             "completion": r.get("text"), "prompt_tokens": r.get("prompt_tokens"),
             "completion_tokens": r.get("completion_tokens"), "finish_reason": r.get("finish_reason"),
             "filtered": r.get("filtered"), "cached": r.get("cached"), "temperature": call.req.temperature,

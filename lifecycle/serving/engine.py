@@ -1,7 +1,7 @@
 """The models behind the API: one variant's language model and classifier, and their batched inference."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,12 @@ class Served:
     lm_tokenizer: Any
     classifier: Any
     classifier_tokenizer: Any
+    sha256: dict[str, str] = field(default_factory=dict)  # kind (lm | classifier) -> model_sha256 of its directory
+
+    def model(self, kind: str) -> dict:
+        """What a request-log record names as the model that served it: this variant and `kind`'s content hash
+        (hashed once, at load; None for a model not loaded from a directory)."""
+        return {"variant": self.variant, "sha256": self.sha256.get(kind)}
 
     @property
     def context(self) -> int:
@@ -95,13 +101,15 @@ class Served:
 
 
 def load_served(variant: str, root: Path, threads: int | None = None) -> Served:
-    """`variant`'s LM and classifier; `threads` caps ONNX Runtime's intra-op threads (serve.threads)."""
-    from lifecycle.variants import load_classifier, load_lm
+    """`variant`'s LM and classifier, and the content hash of each one's directory (the request log names them);
+    `threads` caps ONNX Runtime's intra-op threads (serve.threads)."""
+    from lifecycle.variants import load_classifier, load_lm, model_sha256, variant_dir
     lm, lm_tok = load_lm(variant, root, threads)
     classifier, classifier_tok = load_classifier(variant, root, threads)
     if classifier_tok.pad_token_id is None:
         classifier_tok.pad_token = classifier_tok.eos_token
-    return Served(variant, lm, lm_tok, classifier, classifier_tok)
+    sha256 = {kind: model_sha256(variant_dir(kind, variant, root)) for kind in ("lm", "classifier")}
+    return Served(variant, lm, lm_tok, classifier, classifier_tok, sha256)
 
 
 def run_batch(served: dict[str, Served], jobs: list[Job]) -> list[dict]:

@@ -29,7 +29,8 @@ class Metrics:
 
 
 class RequestLog:
-    """Append-only JSONL with personal data scrubbed from every text field."""
+    """Append-only JSONL with personal data scrubbed from every text field. Each record names the model that served
+    it (`model`: variant and content hash, see Served.model), so that monitor can refuse a log of another model."""
     TEXT_FIELDS = ("prompt", "text", "completion")
 
     def __init__(self, path: str | None):
