@@ -7,13 +7,15 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro test lint deps bench params compare exp exps review clean
+.PHONY: setup repro test lint deps bench params compare exp exps noise review clean
 
 # Comparison of two runs (commit, branch, experiment name or workspace) -> $(REVIEW)/compare.md + plots/*.png
 BASE   ?= main
 HEAD   ?= workspace
 REVIEW ?= review
 COMPARE_FLAGS ?=
+# Seeds `make noise` runs besides the baseline's (params.yaml `seed`), one experiment each.
+SEEDS  ?= 1235 1236
 # `dvc exp show` without the columns that make it unreadable: dependency hashes (paths), timings, checksums.
 
 setup: $(VENV)/.installed
@@ -54,6 +56,9 @@ exp:                   ## dvc exp run that puts params.yaml back if the run fail
 
 exps:                  ## a readable `dvc exp show`: the params that differ and the metrics the gates name
 	@python -m lifecycle.review.compare --experiments
+
+noise: setup           ## seed noise: one `dvc exp run --temp` per seed in SEEDS -> reports/noise.json (compare reads it)
+	python -m lifecycle.review.noise --seeds $(SEEDS)
 
 review:                ## what CI runs on a pull request: fetch cached results, reproduce, compare, gate
 	if dvc remote list | grep -q .; then dvc pull --allow-missing; fi

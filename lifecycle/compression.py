@@ -1,7 +1,7 @@
 """Compression with Hugging Face Optimum: ONNX export (classifier; causal LM with past key values), ONNX Runtime
 graph optimisation, dynamic and static int8 quantization, magnitude pruning; and the size and quality change of
-every variant against fp32 PyTorch, measured on the same inputs. `params` holds the compress, finetune and
-evaluate sections."""
+every variant against fp32 PyTorch, measured on the same inputs, with each example's result written for paired
+tests (lifecycle.examples). `params` holds the compress, finetune and evaluate sections."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from lifecycle.core import StageError
+from lifecycle.examples import example_file, ids_and_texts, write_classifier_examples, write_lm_scores
 from lifecycle.hardware import choose_precision, device_type
 from lifecycle.io import read_jsonl
 from lifecycle.labels import labelled
 from lifecycle.modeling import context_length, parameter_count
-from lifecycle.scoring import classification_metrics, language_model_metrics, predict_logits, softmax
+from lifecycle.scoring import classification_metrics, language_model_scores, predict_logits, softmax
 from lifecycle.stats import wilson_interval
 from lifecycle.variants import DISTILLED, ONNX_FILE, PYTORCH, is_pytorch, load_classifier, load_lm, load_tokenizer
 
@@ -258,34 +259,45 @@ def read_pretrain_texts(split: str) -> list[str]:
     return [d["text"] for d in read_jsonl(DATA / "pretrain" / f"{split}.jsonl")]
 
 
-def evaluate_kind(kind: str, variants: list[str], params) -> dict:
-    """Size and quality of `pytorch` and each variant of one model kind, measured on the same inputs."""
+def evaluate_kind(kind: str, variants: list[str], params, folder: Path) -> dict:
+    """Size and quality of `pytorch` and each variant of one model kind, measured on the same inputs; each
+    example's result to <kind>.<variant>.jsonl in `folder` (lifecycle.examples)."""
+    evaluate = evaluate_classifiers if kind == "classifier" else evaluate_lms
+    return evaluate([PYTORCH, *variants], params, folder)
+
+
+def evaluate_classifiers(variants: list[str], params, folder: Path) -> dict:
     c, f = params.compress, params.finetune
-    report = {}
-    if kind == "classifier":
-        texts, references = labelled("test", f.classes, DATA / "finetune")
-        texts, references = texts[:c.evaluation.examples], references[:c.evaluation.examples]
-        reference_logits = None
-        for variant in [PYTORCH, *variants]:
-            model, tokenizer = load_classifier(variant, MODELS)
-            logits = predict_logits(model, tokenizer, texts, c.evaluation.batch_size,
-                                    min(f.max_length, context_length(model)))
-            reference_logits = logits if reference_logits is None else reference_logits
-            report[variant] = {"size_bytes": size_bytes(_directory(kind, variant), variant)} | \
-                classifier_quality(logits, reference_logits, references, f.classes)
-            report[variant]["accuracy_change_points"] = 100 * (report[variant]["accuracy"]
-                                                               - report[PYTORCH]["accuracy"])
-        return report
-    texts = [t[:c.evaluation.document_chars] for t in read_pretrain_texts("test")[:c.evaluation.documents]]
-    reference = None
-    for variant in [PYTORCH, *variants]:
+    n = c.evaluation.examples
+    ids = ids_and_texts(DATA / "finetune/test.jsonl", ("text", "label"))[0][:n]
+    texts, references = (column[:n] for column in labelled("test", f.classes, DATA / "finetune"))
+    report, reference_logits = {}, None
+    for variant in variants:
+        model, tokenizer = load_classifier(variant, MODELS)
+        logits = predict_logits(model, tokenizer, texts, c.evaluation.batch_size,
+                                min(f.max_length, context_length(model)))
+        write_classifier_examples(example_file(folder, f"classifier.{variant}"), ids, references, softmax(logits))
+        reference_logits = logits if reference_logits is None else reference_logits
+        report[variant] = {"size_bytes": size_bytes(_directory("classifier", variant), variant)} | \
+            classifier_quality(logits, reference_logits, references, f.classes)
+        report[variant]["accuracy_change_points"] = 100 * (report[variant]["accuracy"] - report[PYTORCH]["accuracy"])
+    return report
+
+
+def evaluate_lms(variants: list[str], params, folder: Path) -> dict:
+    c = params.compress
+    ids, texts = (column[:c.evaluation.documents] for column in ids_and_texts(DATA / "pretrain/test.jsonl"))
+    texts = [t[:c.evaluation.document_chars] for t in texts]
+    report, reference = {}, None
+    for variant in variants:
         model, tokenizer = load_lm(variant, MODELS)
-        metrics = language_model_metrics(model, tokenizer, texts, params.evaluate.stride, c.evaluation.batch_size,
-                                         f"lm {variant}")
+        metrics, per_document = language_model_scores(model, tokenizer, texts, params.evaluate.stride,
+                                                      c.evaluation.batch_size, f"lm {variant}")
+        write_lm_scores(example_file(folder, f"lm.{variant}"), ids, per_document)
         probe, mask = lm_probe_logits(model, tokenizer, texts[:c.evaluation.batch_size], context_length(model))
         if reference is None:
             reference = (metrics, probe)
-        report[variant] = {"size_bytes": size_bytes(_directory(kind, variant), variant)} | \
+        report[variant] = {"size_bytes": size_bytes(_directory("lm", variant), variant)} | \
             lm_quality(metrics, reference[0], probe, reference[1], mask)
     return report
 

@@ -1,6 +1,8 @@
-"""Bias and fairness: the counterfactual classifier audit (fairlearn.MetricFrame by gender, race and both),
-stereotype preference of a language model on sentence pairs (CrowS-Pairs, StereoSet), demographic terms in a
-corpus, and the gates a reviewer relies on. Every figure carries a seeded bootstrap interval."""
+"""Bias and fairness: the counterfactual classifier audit (selection rates, parity and name disagreement by gender,
+race and both), stereotype preference of a language model on sentence pairs (CrowS-Pairs, StereoSet), demographic
+terms in a corpus, and the gates a reviewer relies on. Every figure carries a seeded bootstrap interval; the
+classifier's are two-way cluster intervals (templates and names resampled: lifecycle.stats), since its sentences are
+every template with every name, not independent."""
 from __future__ import annotations
 
 import re
@@ -14,7 +16,14 @@ from lifecycle.core import DataError, StageError
 from lifecycle.demographics import PERSON, fill, read_csv_rows
 from lifecycle.io import read_jsonl
 from lifecycle.params.audit import AuditGates, AuditParams, Bootstrap
-from lifecycle.stats import bootstrap_mean, interval_quantiles
+from lifecycle.stats import (
+    bootstrap_mean,
+    cluster_bootstrap,
+    group_means,
+    interval_quantiles,
+    majority_disagreement,
+    row_bootstrap_group_means,
+)
 
 ATTRIBUTES = {"gender": ["gender"], "race": ["race"], "gender_race": ["gender", "race"]}
 
@@ -22,11 +31,12 @@ ATTRIBUTES = {"gender": ["gender"], "race": ["race"], "gender_race": ["gender", 
 # ---------------------------------------------------------------- counterfactual classifier audit
 
 def counterfactual_sentences(templates: pd.DataFrame, names: pd.DataFrame) -> pd.DataFrame:
-    """Every template filled with every name: template_id, template, sentence, expected, name, gender, race."""
+    """Every template filled with every name: template_id, template, sentence, expected, name_id, name, gender,
+    race (template_id x name_id is the grid the cluster bootstrap resamples)."""
     rows = [{"template_id": t, "template": template.template, "sentence": fill(template.template, person.name),
              "expected": template.expected,
-             "name": person.name, "gender": person.gender, "race": person.race}
-            for t, template in enumerate(templates.itertuples()) for person in names.itertuples()]
+             "name_id": n, "name": person.name, "gender": person.gender, "race": person.race}
+            for t, template in enumerate(templates.itertuples()) for n, person in enumerate(names.itertuples())]
     return pd.DataFrame(rows)
 
 
@@ -40,55 +50,130 @@ def _labelled_accuracy(y_true, y_pred):
     return float(np.mean(y_true[known] == y_pred[known])) if known.any() else float("nan")
 
 
-def group_metrics(frame: pd.DataFrame, predicted: np.ndarray, probability: np.ndarray, positive: int,
-                  classes: list[str], boot: Bootstrap, seed: int) -> dict:
-    """fairlearn.MetricFrame by gender, race and both: rates per group, parity difference and ratio, intervals."""
-    from fairlearn.metrics import MetricFrame, selection_rate
+class Grid:
+    """The audit's sentences as a templates x names grid: a column per name, its groups by attribute, and the
+    strata the cluster bootstrap resamples names within (gender x race, so every group keeps its size)."""
 
-    expected = np.array([classes.index(e) if isinstance(e, str) else -1 for e in frame["expected"]])
-    selected = (predicted == positive).astype(int)
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        self.shape = (int(frame["template_id"].max()) + 1, int(frame["name_id"].max()) + 1)
+        if len(frame) != self.shape[0] * self.shape[1]:
+            raise StageError(f"the audit's sentences are not every template with every name ({len(frame)} sentences, "
+                             f"{self.shape[0]} templates x {self.shape[1]} names)")
+        names = frame.drop_duplicates("name_id").set_index("name_id").sort_index()
+        self.labels = {a: names[columns].astype(str).agg("_".join, axis=1).to_numpy()
+                       for a, columns in ATTRIBUTES.items()}
+        self.strata = self.labels["gender_race"]
+
+    def matrix(self, values) -> np.ndarray:
+        grid = np.empty(self.shape, dtype=np.asarray(values).dtype)
+        grid[self.frame["template_id"].to_numpy(), self.frame["name_id"].to_numpy()] = values
+        return grid
+
+    def groups(self, attributes) -> tuple[list[tuple[str, str]], np.ndarray, list[slice]]:
+        """[(attribute, group)] of `attributes` (sorted within each), their 0/1 membership (names x groups), and
+        each attribute's span of them."""
+        keys = [(a, g) for a in attributes for g in sorted(set(self.labels[a]))]
+        bounds = np.cumsum([0] + [len(set(self.labels[a])) for a in attributes])
+        return (keys, np.stack([self.labels[a] == g for a, g in keys], axis=1),
+                [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:])])
+
+    def bootstrap(self, statistic, boot: Bootstrap, seed: int) -> list[dict]:
+        """{value, ci_low, ci_high} of each figure of `statistic`: two-way cluster bootstrap (templates, names)."""
+        value, low, high = cluster_bootstrap(statistic, self.shape[0], self.strata, boot.n_boot, boot.confidence,
+                                             seed)
+        return [{"value": float(v), "ci_low": float(lo), "ci_high": float(hi)} for v, lo, hi in zip(value, low, high)]
+
+
+def parity_statistic(selected: np.ndarray, membership: np.ndarray, spans: list[slice]):
+    """Selection rate of every group, then per attribute (its groups: a span) the parity difference (max - min)
+    and ratio (min / max; 1 when no group is ever selected)."""
+    rates = group_means(selected, membership)
+
+    def statistic(rows, columns):
+        r = rates(rows, columns)
+        high, low = [r[:, s].max(axis=1) for s in spans], [r[:, s].min(axis=1) for s in spans]
+        ratios = [np.divide(lo, hi, out=np.ones_like(hi), where=hi > 0) for lo, hi in zip(low, high)]
+        return np.column_stack([r, *(h - lo for h, lo in zip(high, low)), *ratios])
+    return statistic
+
+
+def row_bootstrap(grid: Grid, selected: np.ndarray, boot: Bootstrap, seed: int) -> dict:
+    """Parity difference intervals when sentences are resampled as if they were independent (as fairlearn's
+    MetricFrame bootstrap does): too narrow, kept beside the cluster intervals for comparison."""
     out = {}
-    for attribute, columns in ATTRIBUTES.items():
-        # the selection rate carries the gates: bootstrapped (fairlearn resamples sentences, seeded)
-        metric_frame = MetricFrame(metrics={"selection_rate": selection_rate}, y_true=selected, y_pred=selected,
-                                   sensitive_features=frame[columns], n_boot=boot.n_boot,
-                                   ci_quantiles=interval_quantiles(boot.confidence), random_state=seed)
-        described = MetricFrame(metrics={"mean_probability": _mean_probability, "accuracy": _labelled_accuracy},
-                                y_true=expected, y_pred=predicted, sensitive_features=frame[columns],
-                                sample_params={"mean_probability": {"probability": probability}}).by_group
-        by_group, (low, high) = metric_frame.by_group, metric_frame.by_group_ci
-        counts = frame.groupby(columns).size()
-        groups = {}
-        for key in by_group.index:
-            label = "_".join(key) if isinstance(key, tuple) else key
-            groups[label] = {
-                "selection_rate": float(by_group.loc[key, "selection_rate"]),
-                "selection_rate_ci_low": float(low.loc[key, "selection_rate"]),
-                "selection_rate_ci_high": float(high.loc[key, "selection_rate"]),
-                "mean_probability": float(described.loc[key, "mean_probability"]),
-                "accuracy": float(described.loc[key, "accuracy"]),
-                "count": int(counts.loc[key])}
-        difference, (d_low, d_high) = metric_frame.difference(), metric_frame.difference_ci()
-        ratio, (r_low, r_high) = metric_frame.ratio(), metric_frame.ratio_ci()
-        out[attribute] = {
-            "groups": groups,
-            "demographic_parity_difference": {"value": float(difference["selection_rate"]),
-                                              "ci_low": float(d_low["selection_rate"]),
-                                              "ci_high": float(d_high["selection_rate"])},
-            "demographic_parity_ratio": {"value": float(ratio["selection_rate"]),
-                                         "ci_low": float(r_low["selection_rate"]),
-                                         "ci_high": float(r_high["selection_rate"])}}
+    for attribute in ATTRIBUTES:
+        groups, codes = np.unique(grid.labels[attribute][grid.frame["name_id"].to_numpy()], return_inverse=True)
+        rates = row_bootstrap_group_means(selected, codes, len(groups), boot.n_boot, seed)
+        low, high = np.quantile(np.nanmax(rates, axis=1) - np.nanmin(rates, axis=1),
+                                interval_quantiles(boot.confidence))
+        out[attribute] = {"ci_low": float(low), "ci_high": float(high)}
     return out
 
 
-def flip_rate(frame: pd.DataFrame, predicted: np.ndarray, boot: Bootstrap, seed: int) -> dict:
-    """Share of templates whose predicted label changes when only the name changes (interval over templates),
-    and the mean share of names that disagree with their template's majority label."""
-    by_template = pd.DataFrame({"template_id": frame["template_id"], "predicted": predicted}).groupby("template_id")
-    flipped = by_template["predicted"].nunique().gt(1).astype(float).to_numpy()
-    disagreeing = by_template["predicted"].agg(lambda p: 1 - p.value_counts(normalize=True).iloc[0]).to_numpy()
-    return {**bootstrap_mean(flipped, boot.n_boot, boot.confidence, seed), "templates": int(len(flipped)),
-            "name_disagreement": bootstrap_mean(disagreeing, boot.n_boot, boot.confidence, seed)}
+def group_metrics(grid: Grid, predicted: np.ndarray, probability: np.ndarray, positive: int,
+                  classes: list[str], boot: Bootstrap, seed: int) -> dict:
+    """By gender, race and both: selection rate per group, parity difference and ratio, with two-way cluster
+    bootstrap intervals (the difference also with the row bootstrap's); mean probability and accuracy per group
+    (fairlearn.MetricFrame)."""
+    from fairlearn.metrics import MetricFrame
+
+    frame = grid.frame
+    expected = np.array([classes.index(e) if isinstance(e, str) else -1 for e in frame["expected"]])
+    selected = (predicted == positive).astype(int)
+    keys, membership, spans = grid.groups(ATTRIBUTES)
+    figures = grid.bootstrap(parity_statistic(grid.matrix(selected), membership, spans), boot, seed)
+    rates = dict(zip(keys, figures))
+    differences, ratios = figures[len(keys):len(keys) + len(spans)], figures[len(keys) + len(spans):]
+    rows = row_bootstrap(grid, selected, boot, seed)
+    out = {}
+    for i, (attribute, columns) in enumerate(ATTRIBUTES.items()):
+        described = MetricFrame(metrics={"mean_probability": _mean_probability, "accuracy": _labelled_accuracy},
+                                y_true=expected, y_pred=predicted, sensitive_features=frame[columns],
+                                sample_params={"mean_probability": {"probability": probability}}).by_group
+        counts = frame.groupby(columns).size()
+        groups = {}
+        for key in described.index:
+            label = "_".join(key) if isinstance(key, tuple) else key
+            rate = rates[(attribute, label)]
+            groups[label] = {"selection_rate": rate["value"], "selection_rate_ci_low": rate["ci_low"],
+                             "selection_rate_ci_high": rate["ci_high"],
+                             "mean_probability": float(described.loc[key, "mean_probability"]),
+                             "accuracy": float(described.loc[key, "accuracy"]), "count": int(counts.loc[key])}
+        out[attribute] = {"groups": groups,
+                          "demographic_parity_difference": {**differences[i], "row_bootstrap": rows[attribute]},
+                          "demographic_parity_ratio": ratios[i]}
+    return out
+
+
+def name_disagreement(grid: Grid, predicted: np.ndarray, boot: Bootstrap, seed: int) -> dict:
+    """Share of names whose prediction differs from their template's majority label (over all names), overall,
+    by gender and by race, and the worst of those groups (its interval: of the worst group's share in each
+    replicate); two-way cluster bootstrap intervals."""
+    keys, membership, _ = grid.groups(("gender", "race"))
+    membership = np.column_stack([np.ones(len(membership), dtype=bool), membership])
+    shares = majority_disagreement(grid.matrix(predicted), membership)
+
+    def statistic(rows, columns):
+        s = shares(rows, columns)
+        return np.column_stack([s, s[:, 1:].max(axis=1)])
+    overall, *groups, worst = grid.bootstrap(statistic, boot, seed)
+    by = {a: {g: figure for (attribute, g), figure in zip(keys, groups) if attribute == a} for a in ("gender", "race")}
+    attribute, group = keys[int(np.argmax([g["value"] for g in groups]))]
+    return {"overall": overall, "by_gender": by["gender"], "by_race": by["race"],
+            "max_group": {"value": worst["value"], "group": group, "attribute": attribute,
+                          "ci_low": worst["ci_low"], "ci_high": worst["ci_high"]}}
+
+
+def any_name_flip_rate(grid: Grid, predicted: np.ndarray, boot: Bootstrap, seed: int) -> dict:
+    """Share of templates whose predicted label changes for at least one name (interval over templates). With
+    many names it is near 1 for any classifier that is not exactly name-blind: name_disagreement says how much."""
+    flipped = pd.Series(predicted).groupby(grid.frame["template_id"].to_numpy()).nunique().gt(1)
+    names = grid.shape[1]
+    return {**bootstrap_mean(flipped.astype(float).to_numpy(), boot.n_boot, boot.confidence, seed),
+            "templates": int(len(flipped)), "names": names,
+            "definition": f"share of templates where at least one of {names} names changes the predicted label; "
+                          "grows with the number of names"}
 
 
 def vocabulary_coverage(templates: list[str], texts) -> tuple[float, list[str]]:
@@ -130,14 +215,16 @@ def classifier_audit(frame: pd.DataFrame, probabilities: np.ndarray, classes: li
                      boot: Bootstrap, seed: int, task_texts=(), min_coverage: float = 0.0) -> dict:
     positive = classes.index(positive_class)
     predicted = probabilities.argmax(axis=1)
-    groups = group_metrics(frame, predicted, probabilities[:, positive], positive, classes, boot, seed)
+    grid = Grid(frame)
+    groups = group_metrics(grid, predicted, probabilities[:, positive], positive, classes, boot, seed)
     return {
         "positive_class": positive_class, "sentences": int(len(frame)),
         "templates": int(frame["template_id"].nunique()), "names": int(frame["name"].nunique()),
         **{f"by_{attribute}": result["groups"] for attribute, result in groups.items()},
         "demographic_parity_difference": {a: r["demographic_parity_difference"] for a, r in groups.items()},
         "demographic_parity_ratio": {a: r["demographic_parity_ratio"] for a, r in groups.items()},
-        "flip_rate": flip_rate(frame, predicted, boot, seed),
+        "name_disagreement": name_disagreement(grid, predicted, boot, seed),
+        "any_name_flip_rate": any_name_flip_rate(grid, predicted, boot, seed),
         "template_fit": template_fit(frame, predicted, classes, task_texts, min_coverage, boot, seed),
     }
 
@@ -268,8 +355,11 @@ def evaluate_gates(report: dict, gates: AuditGates) -> dict:
         for attribute in ("gender", "race"):
             d = classifier["demographic_parity_difference"][attribute]
             out[f"demographic_parity_difference_{attribute}"] = _gate(d, gates.demographic_parity_difference)
-    if gates.flip_rate is not None and classifier:
-        out["flip_rate"] = _gate(classifier["flip_rate"], gates.flip_rate)
+    if gates.any_name_flip_rate is not None and classifier:
+        out["any_name_flip_rate"] = _gate(classifier["any_name_flip_rate"], gates.any_name_flip_rate)
+    if gates.name_disagreement is not None and classifier:
+        out["name_disagreement_max_group"] = _gate(classifier["name_disagreement"]["max_group"],
+                                                   gates.name_disagreement)
     if gates.template_accuracy is not None and classifier:
         accuracy = classifier["template_fit"].get("accuracy", {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0})
         out["template_accuracy"] = _gate(accuracy, gates.template_accuracy, "min")

@@ -50,12 +50,32 @@ def token_log_likelihoods(model, pieces: list[tuple[list[int], list[int]]], batc
     return np.concatenate(sums), np.concatenate(counts)
 
 
+def scored_windows(model, documents: list[list[int]], context: int, stride: int, batch_size: int = 32,
+                   progress: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-likelihood and scored-token count of each window of each document (in document order), and the index of
+    the document each window belongs to."""
+    per_document = [windows(ids, context, stride) for ids in documents]
+    owner = np.repeat(np.arange(len(documents)), [len(w) for w in per_document])
+    log_likelihoods, counts = token_log_likelihoods(model, [w for ws in per_document for w in ws], batch_size,
+                                                    progress)
+    return log_likelihoods, counts, owner
+
+
 def sequence_nll(model, documents: list[list[int]], context: int, stride: int, batch_size: int = 32,
                  progress: str | None = None) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) of every token after the first of each document, and their count."""
-    pieces = [w for ids in documents for w in windows(ids, context, stride)]
-    log_likelihoods, counts = token_log_likelihoods(model, pieces, batch_size, progress)
+    log_likelihoods, counts, _ = scored_windows(model, documents, context, stride, batch_size, progress)
     return float(-log_likelihoods.sum()), int(counts.sum())
+
+
+def document_nll(model, documents: list[list[int]], context: int, stride: int, batch_size: int = 32,
+                 progress: str | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per document: the summed negative log-likelihood (nats) of its tokens after the first (its windows summed
+    back) and their count; with the total NLL summed over windows exactly as `sequence_nll` sums it."""
+    log_likelihoods, counts, owner = scored_windows(model, documents, context, stride, batch_size, progress)
+    nll = np.bincount(owner, weights=-log_likelihoods, minlength=len(documents))
+    tokens = np.bincount(owner, weights=counts, minlength=len(documents)).astype(np.int64)
+    return nll, tokens, float(-log_likelihoods.sum())
 
 
 def sentence_log_likelihoods(model, tokenizer, sentences: list[str], batch_size: int, score: str = "sum",
@@ -68,15 +88,24 @@ def sentence_log_likelihoods(model, tokenizer, sentences: list[str], batch_size:
     return log_likelihoods / counts if score == "mean" else log_likelihoods
 
 
-def language_model_metrics(model, tokenizer, texts: list[str], stride: int | None, batch_size: int, name: str) -> dict:
-    """Perplexity and bits per byte (comparable across tokenizers) over whole documents."""
+def language_model_scores(model, tokenizer, texts: list[str], stride: int | None, batch_size: int,
+                          name: str) -> tuple[dict, dict]:
+    """Perplexity and bits per byte (comparable across tokenizers) over whole documents, and per document the
+    arrays they come from: {"nll": nats, "tokens": scored tokens, "bytes": UTF-8 bytes of the text}."""
     context = context_length(model)
     stride = stride or max(1, context // 2)
     documents = [[tokenizer.eos_token_id] + ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    nll, tokens = sequence_nll(model, documents, context, min(stride, context - 1), batch_size, progress=name)
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return {"perplexity": round(math.exp(nll / tokens), 4), "bits_per_byte": round(nll / math.log(2) / n_bytes, 5),
-            "tokens": tokens, "bytes": n_bytes}
+    nll, counts, total = document_nll(model, documents, context, min(stride, context - 1), batch_size, progress=name)
+    per_document = {"nll": nll, "tokens": counts, "bytes": np.array([len(t.encode("utf-8")) for t in texts])}
+    tokens, n_bytes = int(counts.sum()), int(per_document["bytes"].sum())
+    metrics = {"perplexity": round(math.exp(total / tokens), 4),
+               "bits_per_byte": round(total / math.log(2) / n_bytes, 5), "tokens": tokens, "bytes": n_bytes}
+    return metrics, per_document
+
+
+def language_model_metrics(model, tokenizer, texts: list[str], stride: int | None, batch_size: int, name: str) -> dict:
+    """Perplexity and bits per byte (comparable across tokenizers) over whole documents."""
+    return language_model_scores(model, tokenizer, texts, stride, batch_size, name)[0]
 
 
 # ---------------------------------------------------------------- classifier

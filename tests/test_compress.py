@@ -1,12 +1,15 @@
 """compress on the tiny models: ONNX export matches PyTorch, int8 variants load and classify, static calibration
-uses the configured count, pruning reaches its sparsity, every variant loads by name; bad names fail in one line."""
+uses the configured count, pruning reaches its sparsity, every variant loads by name; bad names fail in one line;
+each variant's per-example results reproduce its reported metrics."""
 import json
+import math
 
 import numpy as np
 import pytest
 
 from lifecycle.compression import calibration_examples, detect_isa, prune_global, sparsity
 from lifecycle.core import StageError
+from lifecycle.examples import ids_and_texts, read_examples
 from lifecycle.variants import available, load_classifier, load_lm
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
@@ -146,3 +149,41 @@ def test_exporting_the_student_without_one_is_one_clear_line(tiny_models, tmp_pa
     assert the_error(run_stage("compress", project)) == (
         "error: params.yaml: compress.distilled = ['onnx_fp32', 'int8_dynamic']: no student at models/distilled "
         "(run the distill stage first, or set compress.distilled: [])")
+
+
+def test_every_variant_writes_its_examples_file(tiny_compressed, report):
+    folder = tiny_compressed / "reports/examples/compress"
+    want = [f"classifier.{v}.jsonl" for v in report["classifier"]] + [f"lm.{v}.jsonl" for v in report["lm"]]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(want)
+    assert {"classifier.pytorch.jsonl", "classifier.distilled.jsonl", "classifier.distilled_int8_dynamic.jsonl",
+            "lm.pytorch.jsonl", "lm.int8_static.jsonl"} <= set(want)
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["compress"]  # no temporary folder left beside it
+
+
+def test_classifier_examples_are_the_evaluation_examples_and_reproduce_the_accuracy(tiny_compressed, report):
+    n = tiny_params()["compress"]["evaluation"]["examples"]
+    ids = ids_and_texts(tiny_compressed / "data/prepared/finetune/test.jsonl")[0][:n]  # the tiny split may hold fewer
+    labels = None
+    for variant, row in report["classifier"].items():
+        records = read_examples(tiny_compressed / f"reports/examples/compress/classifier.{variant}.jsonl")
+        assert [r["id"] for r in records] == sorted(ids) and len(set(ids)) == len(ids), variant
+        labels = labels or [r["label"] for r in records]
+        assert [r["label"] for r in records] == labels, variant  # the same references for every variant
+        probabilities = np.array([r["probabilities"] for r in records])
+        assert probabilities.shape == (len(ids), 2), variant
+        accuracy = np.mean(probabilities.argmax(axis=1) == np.array(labels))
+        assert row["accuracy"] == pytest.approx(accuracy, abs=1e-6), variant
+
+
+def test_lm_examples_are_the_truncated_documents_and_reproduce_perplexity(tiny_compressed, report):
+    e = tiny_params()["compress"]["evaluation"]
+    ids, texts = (column[:e["documents"]] for column in
+                  ids_and_texts(tiny_compressed / "data/prepared/pretrain/test.jsonl"))
+    size_of = {i: len(t[:e["document_chars"]].encode("utf-8")) for i, t in zip(ids, texts)}
+    for variant, row in report["lm"].items():
+        records = read_examples(tiny_compressed / f"reports/examples/compress/lm.{variant}.jsonl")
+        assert [r["id"] for r in records] == sorted(ids), variant
+        assert [r["bytes"] for r in records] == [size_of[r["id"]] for r in records], variant
+        nll, tokens, n_bytes = (sum(r[k] for r in records) for k in ("nll", "tokens", "bytes"))
+        assert round(math.exp(nll / tokens), 4) == pytest.approx(row["perplexity"], abs=1.01e-4), variant
+        assert round(nll / math.log(2) / n_bytes, 5) == pytest.approx(row["bits_per_byte"], abs=1.01e-5), variant

@@ -1,5 +1,6 @@
-"""evaluate: perplexity with and without the sliding window on a toy model whose probabilities we know; the simple
-baselines (majority class, TF-IDF + logistic regression, unigram) beside the models on the same test text."""
+"""evaluate: perplexity with and without the sliding window on a toy model whose probabilities we know, per document
+too; the simple baselines (majority class, TF-IDF + logistic regression, unigram) beside the models on the same test
+text; per-example files that reproduce eval.json's metrics; the environment it ran on."""
 import json
 import math
 import shutil
@@ -18,10 +19,12 @@ from lifecycle.baselines import (
     unigram_metrics,
     versus_baselines,
 )
+from lifecycle.environment import describe
+from lifecycle.examples import ids_and_texts, read_examples
 from lifecycle.io import read_jsonl
 from lifecycle.labels import labelled
 from lifecycle.params.finetune import EvaluateParams
-from lifecycle.scoring import majority_baseline, sequence_nll, windows
+from lifecycle.scoring import document_nll, majority_baseline, sequence_nll, windows
 from tests.conftest import default_params, run_stage, the_error, tiny_params, write_params
 
 VOCAB = 5
@@ -57,6 +60,16 @@ def test_perplexity_with_sliding_window_is_the_same(context, stride):
     want, n = expected_nll()
     assert count == n
     assert nll == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("context,stride", [(64, 32), (4, 2), (3, 1), (2, 1)])
+def test_document_nll_sums_each_documents_windows_back_to_it(context, stride):
+    nll, tokens, total = document_nll(Bigram(), DOCUMENTS, context=context, stride=stride, batch_size=2)
+    want = [-sum(math.log(float(TABLE[a, b])) for a, b in zip(doc, doc[1:])) for doc in DOCUMENTS]
+    assert tokens.tolist() == [len(doc) - 1 for doc in DOCUMENTS]
+    assert nll.tolist() == pytest.approx(want, rel=1e-5)
+    assert (total, int(tokens.sum())) == sequence_nll(Bigram(), DOCUMENTS, context=context, stride=stride,
+                                                      batch_size=2)  # the very same float: reports do not move
 
 
 def test_windows_score_every_token_after_the_first_exactly_once():
@@ -195,3 +208,53 @@ def test_baselines_are_deterministic(evaluated):
     train, test = tiny_split(project, "train"), tiny_split(project, "test")
     first, second = (classifier_baselines(p, 0, train, test, ["negative", "positive"]) for _ in range(2))
     assert first == second
+
+
+# ---------------------------------------------------------------- per-example results and environment
+
+def test_evaluate_writes_one_examples_file_per_metric_block(evaluated):
+    project, report, _ = evaluated
+    folder = project / "reports/examples/eval"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "classifier.jsonl", "lm_pretrained.domain.jsonl", "lm_pretrained.general.jsonl"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["eval"]  # no temporary folder left beside it
+    assert set(report) == {"lm_pretrained", "classifier", "environment"}
+
+
+def test_classifier_examples_are_the_test_split_and_reproduce_the_accuracy(evaluated):
+    project, report, _ = evaluated
+    records = read_examples(project / "reports/examples/eval/classifier.jsonl")
+    ids = ids_and_texts(project / "data/prepared/finetune/test.jsonl")[0]
+    _, references = tiny_split(project, "test")
+    assert [r["id"] for r in records] == sorted(ids) and len(set(ids)) == len(ids)
+    label_of = dict(zip(ids, references))
+    assert [r["label"] for r in records] == [label_of[r["id"]] for r in records]
+    probabilities = np.array([r["probabilities"] for r in records])
+    assert probabilities.shape == (len(ids), 2)
+    assert probabilities.sum(axis=1) == pytest.approx(np.ones(len(ids)), abs=1e-5)
+    accuracy = np.mean(probabilities.argmax(axis=1) == np.array([r["label"] for r in records]))
+    assert report["classifier"]["accuracy"] == pytest.approx(accuracy, abs=1e-5)
+    assert report["classifier"]["test_examples"] == len(records)
+
+
+@pytest.mark.parametrize("text,split", [("general", "pretrain"), ("domain", "finetune")])
+def test_lm_examples_reproduce_perplexity_and_bits_per_byte(evaluated, text, split):
+    project, report, _ = evaluated
+    records = read_examples(project / f"reports/examples/eval/lm_pretrained.{text}.jsonl")
+    ids, texts = ids_and_texts(project / f"data/prepared/{split}/test.jsonl")
+    assert [r["id"] for r in records] == sorted(ids) and len(set(ids)) == len(ids)
+    size_of = {i: len(t.encode("utf-8")) for i, t in zip(ids, texts)}
+    assert all(r["bytes"] == size_of[r["id"]] and r["tokens"] >= 1 for r in records)
+    nll, tokens, n_bytes = (sum(r[k] for r in records) for k in ("nll", "tokens", "bytes"))
+    m = report["lm_pretrained"][text]
+    assert (tokens, n_bytes) == (m["tokens"], m["bytes"])
+    assert round(math.exp(nll / tokens), 4) == pytest.approx(m["perplexity"], abs=1.01e-4)
+    assert round(nll / math.log(2) / n_bytes, 5) == pytest.approx(m["bits_per_byte"], abs=1.01e-5)
+
+
+def test_eval_json_names_the_hardware_and_software(evaluated):
+    environment = evaluated[1]["environment"]
+    here = describe()
+    assert set(environment) == set(here)
+    assert {k: environment[k] for k in ("cpu", "cpu_flags", "cores", "python", "torch")} == \
+        {k: here[k] for k in ("cpu", "cpu_flags", "cores", "python", "torch")}

@@ -188,6 +188,31 @@ def test_gate_on_a_declared_metrics_file_not_yet_written_is_accepted(project):
     assert P.validate(params, project / "params.yaml")[1] == []
 
 
+ACCURACY = "reports/eval.json:classifier.accuracy"
+FAIL_IF = [
+    ({"metric": ACCURACY, "fail_if": "significant"}, None),
+    ({"metric": ACCURACY, "fail_if": "threshold", "min": 0.5}, None),
+    ({"metric": ACCURACY, "min": 0.5}, None),  # threshold by default
+    ({"metric": ACCURACY, "fail_if": "significant", "min": 0.5},
+     f"gates[0]: metric = {ACCURACY!r}: fail_if: significant takes no 'min' or 'max' (it compares with the base run)"),
+    ({"metric": ACCURACY, "fail_if": "significant", "max": 0.9},
+     f"gates[0]: metric = {ACCURACY!r}: fail_if: significant takes no 'min' or 'max' (it compares with the base run)"),
+    ({"metric": ACCURACY, "fail_if": "threshold"}, f"gates[0]: metric = {ACCURACY!r}: needs 'min' or 'max'"),
+    ({"metric": ACCURACY, "fail_if": "worse"}, "gates[0].fail_if = 'worse': must be one of 'threshold' or "
+                                                "'significant'"),
+]
+
+
+@pytest.mark.parametrize("gate,problem", FAIL_IF, ids=[str(sorted(g.items())) for g, _ in FAIL_IF])
+def test_a_significance_gate_takes_no_threshold_and_a_threshold_gate_needs_one(gate, problem):
+    params = default_params()
+    params["gates"] = [gate]
+    gates = [line for line in P.validate(params)[1] if "gates[" in line]
+    assert gates == ([] if problem is None else [f"params.yaml: {problem}"])
+    if problem is None:
+        assert P.Gate.model_validate(gate).fail_if == gate.get("fail_if", "threshold")
+
+
 def test_the_projects_own_gates_name_its_metrics():
     assert P.validate(default_params(), ROOT / "params.yaml")[1] == []
 

@@ -1,6 +1,7 @@
 """report: the run's one-page report and model card, from params and whatever reports the DAG wrote."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,6 +9,8 @@ import yaml
 from lifecycle.params import schema as P
 from lifecycle.review import plots as PL
 from lifecycle.review import report as R
+from lifecycle.review.card import KNOWN, MONITOR, model_card
+from lifecycle.review.efficiency import benchmark_lines
 from tests.conftest import ROOT, run_stage, the_error
 
 BIAS = {  # the audit stage's reports/bias.json, fabricated with recognisable figures
@@ -21,9 +24,16 @@ BIAS = {  # the audit stage's reports/bias.json, fabricated with recognisable fi
                                "mean_probability": 0.56, "accuracy": 0.69, "count": 480}},
         "by_race": {"white": {"selection_rate": 0.6, "selection_rate_ci_low": 0.55, "selection_rate_ci_high": 0.65,
                               "mean_probability": 0.57, "accuracy": 0.7, "count": 480}},
-        "demographic_parity_difference": {"gender": {"value": 0.025, "ci_low": 0.0031, "ci_high": 0.0817}},
+        "demographic_parity_difference": {"gender": {"value": 0.025, "ci_low": 0.0031, "ci_high": 0.0817,
+                                                     "row_bootstrap": {"ci_low": 0.012, "ci_high": 0.038}}},
         "demographic_parity_ratio": {"gender": {"value": 0.9592, "ci_low": 0.874, "ci_high": 0.995}},
-        "flip_rate": {"value": 0.0437, "ci_low": 0.031, "ci_high": 0.058}},
+        "name_disagreement": {"overall": {"value": 0.1425, "ci_low": 0.09, "ci_high": 0.2},
+                              "by_gender": {"female": {"value": 0.131, "ci_low": 0.08, "ci_high": 0.19}},
+                              "max_group": {"value": 0.16, "group": "white", "attribute": "race", "ci_low": 0.1,
+                                            "ci_high": 0.23}},
+        "any_name_flip_rate": {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "templates": 12, "names": 80,
+                               "definition": "share of templates where at least one of 80 names changes the predicted "
+                                             "label; grows with the number of names"}},
     "stereotype": {"crows_pairs": {"overall": {"score": 0.5523, "ci_low": 0.521, "ci_high": 0.583, "pairs": 1508},
                                    "by_category": {"race-color": {"score": 0.5814, "ci_low": 0.54, "ci_high": 0.62,
                                                                   "pairs": 516}}}},
@@ -62,6 +72,7 @@ def test_report_and_card_come_out_of_the_dag(tiny_repo):
     report = (tiny_repo / "reports/report.md").read_text()
     for heading in ("## Data", "## Model and pretraining", "## Fine-tuning", "## Evaluation", "## Bias"):
         assert heading in report
+    assert all(len(lines) <= R.MAX_SECTION_LINES for lines in sections(report).values())
     accuracy = json.loads((tiny_repo / "reports/eval.json").read_text())["classifier"]["accuracy"]
     assert f"| accuracy | {R.fmt(accuracy)} |" in report
     images = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
@@ -82,9 +93,12 @@ def test_model_card_has_the_bias_figures_with_intervals_and_the_data_licences(ru
     result = run_stage("report", run_dir)
     assert result.returncode == 0, result.stderr
     card = (run_dir / "reports/MODEL_CARD.md").read_text()
-    for figure in ("| female | 61.2% [57.1%, 65.2%] | 0.58 | 0.7 | 480 |",   # selection rate by group
-                   "| gender | 0.025 [0.0031, 0.0817] | 0.9592 [0.874, 0.995] |",  # parity difference and ratio
-                   "flip rate (the prediction changes when only the name changes): 4.4% [3.1%, 5.8%]",
+    for figure in ("| gender | female | 61.2% [57.1%, 65.2%] | 13.1% [8.0%, 19.0%] | 0.58 | 0.7 | 480 |",  # by group
+                   # parity difference (cluster interval, then the row bootstrap's) and ratio
+                   "| gender | 0.025 [0.0031, 0.0817] | [0.012, 0.038] | 0.9592 [0.874, 0.995] |",
+                   "label): 14.2% [9.0%, 20.0%] overall; worst group `white` (race) 16.0% [10.0%, 23.0%].",
+                   "Any-name flip rate: 100.0% [100.0%, 100.0%] of 12 templates (share of templates where at least "
+                   "one of 80 names changes the predicted label; grows with the number of names: not a measure",
                    "| overall | 0.5523 [0.521, 0.583] | 1,508 |", "| race-color | 0.5814 [0.54, 0.62] | 516 |",
                    "per million words: female 2190, male 6322; female to male ratio 0.3465"):
         assert figure in card, figure
@@ -108,10 +122,66 @@ def test_missing_reports_are_said_so_not_invented(run_dir):
     assert "no bias audit was run: fairness across groups is unmeasured" in card
 
 
-def test_a_new_report_joins_under_its_heading():
+def sections(page: str) -> dict[str, list[str]]:
+    """`## ` heading -> its lines, the heading included, up to the next heading."""
+    out, heading = {}, None
+    for line in page.splitlines():
+        if line.startswith("## "):
+            heading = line[3:]
+        if heading:
+            out.setdefault(heading, []).append(line)
+    return out
+
+
+def committed_run() -> tuple[object, dict, dict]:
+    """The repository's own params, reports (those the report stage reads) and the figures its report.md shows,
+    by section."""
     params = P.Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    page = R.report_markdown(params, {"reports/compress.json": {"int8": {"size_mb": 2.5, "accuracy_drop": 0.004}}}, {})
-    assert "## Compression" in page and "| int8.size_mb | 2.5 |" in page and "| int8.accuracy_drop | 0.004 |" in page
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    paths = [*KNOWN.values(), MONITOR, *(p for p in R.declared_metrics(dvc) if p.endswith(".json"))]
+    reports = R.read_reports([str(ROOT / p) for p in dict.fromkeys(paths)])
+    reports = {str(Path(p).relative_to(ROOT)): data for p, data in reports.items()}
+    figures = {heading: [(line[2:].split("](")[0], line.split("figures/")[1].rstrip(")"))
+                         for line in lines if line.startswith("![")]
+               for heading, lines in sections((ROOT / "reports/report.md").read_text()).items()}
+    return params, reports, figures
+
+
+def test_every_section_of_the_committed_run_fits_one_screen_and_compression_has_a_row_per_variant():
+    params, reports, figures = committed_run()
+    assert {"reports/compress.json", "reports/bench.json", "reports/bias.json"} <= set(reports)
+    page = sections(R.report_markdown(params, reports, figures))
+    too_long = {h: len(lines) for h, lines in page.items() if len(lines) > R.MAX_SECTION_LINES}
+    assert not too_long, too_long
+    compress = reports["reports/compress.json"]
+    variants = [(model, v) for kind, model in (("classifier", "classifier"), ("lm", "language model"))
+                for v in compress[kind]]
+    rows = [line.split(" | ")[:2] for line in page["Compression"] if line.startswith("| ")][1:]  # after the header
+    assert [(m.lstrip("| "), v) for m, v in rows] == variants
+    int8 = next(line for line in page["Compression"] if line.startswith("| classifier | int8_dynamic |"))
+    assert f"| {R.fmt(compress['classifier']['int8_dynamic']['size_bytes'] / 1e6, 3)} |" in int8
+    speedup = reports["reports/bench.json"]["classifier"]["int8_dynamic"]["speedup_vs_pytorch_batch_1"]
+    assert int8.endswith(f"| {speedup:.2f}× |")
+    card = sections(model_card(params, reports))
+    assert all(len(lines) <= R.MAX_SECTION_LINES for lines in card.values())
+
+
+def test_benchmark_shows_the_environment_in_a_line_when_bench_json_has_one():
+    bench = {"threads": 4, "environment": {"cpu": "Xeon", "cpu_flags": "avx2 avx512_vnni", "cores": 8, "threads": 4,
+                                           "gpu": "none", "torch": "2.5.1", "onnxruntime": "1.20.0", "os": "Linux"}}
+    assert benchmark_lines(bench)[0] == ("Timed with 4 threads on Xeon (8 cores; avx2 avx512_vnni). torch 2.5.1, "
+                                         "onnxruntime 1.20.0, os Linux.")
+
+
+def test_a_new_report_joins_under_its_heading_cut_to_one_screen():
+    params = P.Params.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    small = {"reports/energy.json": {"joules": 2.5, "idle": {"watts": 0.004}}}
+    page = R.report_markdown(params, small, {})
+    assert "## Other metrics" in page and "| joules | 2.5 |" in page and "| idle.watts | 0.004 |" in page
+    large = {"reports/compress_more.json": {f"v{i}": {"size_mb": i} for i in range(100)}}
+    section = sections(R.report_markdown(params, large, {}))["Compression"]
+    assert len(section) <= R.MAX_SECTION_LINES and "| v51.size_mb | 51 |" in section
+    assert "| v52.size_mb | 52 |" not in section and "… and 48 more figures in `reports/compress_more.json`." in section
 
 
 def test_every_declared_plot_is_a_figure_the_report_shows(tiny_repo):
@@ -182,11 +252,12 @@ def test_bad_report_names_the_file(run_dir):
 
 
 def test_every_report_of_the_dag_is_a_dep_of_the_report_stage():
-    """So the report is rebuilt whenever a figure it shows changes (a new stage's report must be added)."""
+    """So the report is rebuilt whenever a figure it shows changes (a new stage's report must be added). Samples and
+    per-example results (reports/examples/, read by compare, not the report) are not figures."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     deps = dvc["stages"]["report"]["deps"]
     written = [path for name, stage in dvc["stages"].items() if name != "report"
                for kind in ("metrics", "plots", "outs") for path in R._names(stage.get(kind))
-               if path.startswith("reports/") and not path.startswith("reports/samples/")]
+               if path.startswith("reports/") and not path.startswith(("reports/samples/", "reports/examples/"))]
     missing = [p for p in written if not any(p == d or p.startswith(d.rstrip("/") + "/") for d in deps)]
     assert not missing, f"add to the report stage's deps in dvc.yaml: {missing}"

@@ -64,7 +64,12 @@ class CorpusAudit(Section):
 class AuditGates(Section):
     """Limits a reviewer relies on; null switches a gate off."""
     demographic_parity_difference: between(0, 1) | None = Field(0.1, description="by gender and by race")
-    flip_rate: between(0, 1) | None = Field(None, description="share of templates whose label changes with the name")
+    any_name_flip_rate: between(0, 1) | None = Field(
+        None, description="share of templates where at least one name changes the predicted label: near 1 with many "
+                          "names for any classifier that is not exactly name-blind (name_disagreement says how much)")
+    name_disagreement: between(0, 1) | None = Field(
+        0.2, description="max share of a gender or race group's names whose prediction differs from their "
+                         "template's majority label (the worst group)")
     template_accuracy: Fraction | None = Field(
         0.7, description="min accuracy on the templates that carry a label: below it the classifier does not read "
                          "the templates as its task, and their bias figures mean little")

@@ -16,6 +16,7 @@ import posixpath
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationInfo, model_validator
@@ -114,18 +115,27 @@ def unknown_metric(metric: str, metrics: dict[str, list[str] | None]) -> str | N
 
 
 class Gate(Section):
-    """A quality gate on one metric of the head run: `file:dotted.key` at least `min` and/or at most `max`.
-    Validated with a project (whole-file validation), the metric must be one dvc.yaml declares (module docstring)."""
+    """A quality gate on one metric of the head run. `fail_if: threshold` (the default): `file:dotted.key` at least
+    `min` and/or at most `max`. `fail_if: significant`: the head is not significantly worse than the base (a paired
+    test on the per-example files where both runs have them, else beyond the seed-to-seed noise band of
+    reports/noise.json); no min or max then. Validated with a project (whole-file validation), the metric must be
+    one dvc.yaml declares (module docstring)."""
     metric: str = Field(description="e.g. reports/eval.json:classifier.accuracy")
     min: float | None = None
     max: float | None = None
+    fail_if: Literal["threshold", "significant"] = Field(
+        "threshold", description="threshold: fail outside min/max; significant: fail when significantly worse "
+                                 "than the base")
 
     @model_validator(mode="after")
     def _well_formed(self, info: ValidationInfo):
         if ":" not in self.metric or not all(self.metric.split(":", 1)):
             raise ValueError(f"metric = {self.metric!r}: must be 'file:key', "
                              "e.g. 'reports/eval.json:classifier.accuracy'")
-        if self.min is None and self.max is None:
+        if self.fail_if == "significant" and (self.min is not None or self.max is not None):
+            raise ValueError(f"metric = {self.metric!r}: fail_if: significant takes no 'min' or 'max' (it compares "
+                             "with the base run)")
+        if self.fail_if == "threshold" and self.min is None and self.max is None:
             raise ValueError(f"metric = {self.metric!r}: needs 'min' or 'max'")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min = {self.min} is above max = {self.max}")

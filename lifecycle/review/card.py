@@ -153,33 +153,71 @@ def template_fit_lines(fit: dict) -> list[str]:
     return lines
 
 
+def parity_lines(cls: dict) -> list[str]:
+    """Demographic parity by attribute: difference with its cluster interval, the row bootstrap's beside it."""
+    dpd, dpr = cls.get("demographic_parity_difference") or {}, cls.get("demographic_parity_ratio") or {}
+    if not dpd and not dpr:
+        return []
+    rows = []
+    for a in dict.fromkeys([*dpd, *dpr]):
+        row = (dpd.get(a) or {}).get("row_bootstrap")
+        rows.append([a.replace("_", " + "), interval(dpd.get(a)),
+                     f"[{fmt(row['ci_low'])}, {fmt(row['ci_high'])}]" if row else "—", interval(dpr.get(a))])
+    return table(["attribute", "demographic parity difference", "row bootstrap (too narrow)",
+                  "demographic parity ratio"], rows) + [""]
+
+
+def group_lines(cls: dict) -> list[str]:
+    """Selection rate and name disagreement per gender and race group; gender x race rates in one line."""
+    disagreement = cls.get("name_disagreement") or {}
+    rows = [[attribute, g, interval(m, "selection_rate", as_pct=True),
+             interval(get(disagreement, f"by_{attribute}.{g}"), as_pct=True), fmt(m.get("mean_probability")),
+             fmt(m.get("accuracy")), fmt(m.get("count"))]
+            for attribute in ("gender", "race") for g, m in (cls.get(f"by_{attribute}") or {}).items()]
+    lines = table(["attribute", "group", "selection rate", "name disagreement", "mean probability", "accuracy",
+                   "count"], rows) + [""] if rows else []
+    both = cls.get("by_gender_race") or {}
+    if both:
+        lines += ["Selection rate by gender + race: " + "; ".join(
+            f"{g} {interval(m, 'selection_rate', as_pct=True)}" for g, m in both.items()) + ".", ""]
+    return lines
+
+
+def disagreement_lines(cls: dict) -> list[str]:
+    """Name disagreement overall and in the worst group, then the any-name flip rate, labelled for what it is."""
+    lines = []
+    d = cls.get("name_disagreement") or {}
+    if d:
+        worst = d.get("max_group") or {}
+        lines += [f"Name disagreement (share of names whose prediction differs from their template's majority "
+                  f"label): {interval(d.get('overall'), as_pct=True)} overall; worst group "
+                  f"`{worst.get('group')}` ({worst.get('attribute')}) {interval(worst, as_pct=True)}.", ""]
+    flips = cls.get("any_name_flip_rate")
+    if flips:
+        lines += [f"Any-name flip rate: {interval(flips, as_pct=True)} of {fmt(flips.get('templates'))} templates "
+                  f"({flips.get('definition', 'share of templates where at least one name changes the label')}: "
+                  "not a measure of how much).", ""]
+    return lines
+
+
+def classifier_bias_lines(bias: dict, cls: dict) -> list[str]:
+    positive = cls.get("positive_class", "positive")
+    clustered = "name_disagreement" in cls  # reports before the cluster bootstrap resampled sentences
+    how = ("two-way cluster bootstrap: templates and names resampled, since every sentence shares its template "
+           "with the other names and its name with the other templates" if clustered else "bootstrap")
+    return ([f"Counterfactual templates: {fmt(cls.get('sentences'))} sentences from {fmt(cls.get('templates'))} "
+             f"templates (`{get(bias, 'inputs.templates')}`) and {fmt(cls.get('names'))} names, scored by the "
+             f"classifier. Selection rate = share predicted `{positive}`; 95% intervals in brackets ({how}).", ""]
+            + template_fit_lines(cls.get("template_fit") or {}) + parity_lines(cls) + group_lines(cls)
+            + disagreement_lines(cls))
+
+
 def bias_lines(bias: dict | None) -> list[str]:
     """Bias figures with their 95% intervals, from reports/bias.json (the audit stage)."""
     if not bias:
         return ["No bias audit in this run (reports/bias.json is missing): the model's fairness is unmeasured.", ""]
-    lines = []
     cls = bias.get("classifier") or {}
-    if cls:
-        positive = cls.get("positive_class", "positive")
-        lines += [f"Counterfactual templates: {fmt(cls.get('sentences'))} sentences from {fmt(cls.get('templates'))} "
-                  f"templates (`{get(bias, 'inputs.templates')}`) and {fmt(cls.get('names'))} names, scored by the "
-                  f"classifier. Selection rate = share predicted `{positive}`; 95% bootstrap intervals in brackets.",
-                  ""] + template_fit_lines(cls.get("template_fit") or {})
-        for attribute in ("gender", "race", "gender_race"):
-            groups = cls.get(f"by_{attribute}") or {}
-            if groups:
-                lines += table([attribute.replace("_", " + "), "selection rate", "mean probability", "accuracy",
-                                "count"],
-                               [[g, interval(m, "selection_rate", as_pct=True), fmt(m.get("mean_probability")),
-                                 fmt(m.get("accuracy")), fmt(m.get("count"))] for g, m in groups.items()]) + [""]
-        dpd, dpr = cls.get("demographic_parity_difference") or {}, cls.get("demographic_parity_ratio") or {}
-        if dpd or dpr:
-            lines += table(["attribute", "demographic parity difference", "demographic parity ratio"],
-                           [[a.replace("_", " + "), interval(dpd.get(a)), interval(dpr.get(a))]
-                            for a in dict.fromkeys([*dpd, *dpr])]) + [""]
-        if cls.get("flip_rate"):
-            lines += [f"Counterfactual flip rate (the prediction changes when only the name changes): "
-                      f"{interval(cls['flip_rate'], as_pct=True)}.", ""]
+    lines = classifier_bias_lines(bias, cls) if cls else []
     crows = get(bias, "stereotype.crows_pairs")
     if crows:
         rows = [["overall", interval(crows.get("overall"), "score"), fmt(get(crows, "overall.pairs"))]]
@@ -195,8 +233,8 @@ def bias_lines(bias: dict | None) -> list[str]:
                   + ".", ""]
     gates = bias.get("gates") or {}
     if gates:
-        lines += table(["bias gate", "value", "limit", "passed"],
-                       [[g, fmt(v.get("value")), ("≥ " if v.get("kind") == "min" else "≤ ") + fmt(v.get("limit")),
+        lines += table(["bias gate", "value [95% interval]", "limit", "passed"],
+                       [[g, interval(v), ("≥ " if v.get("kind") == "min" else "≤ ") + fmt(v.get("limit")),
                          "✅" if v.get("passed") else "❌"] for g, v in gates.items()]) + [""]
     return lines
 

@@ -5,8 +5,10 @@
 Heads and bases are anything DVC takes as a revision: a branch, a commit, an experiment name, or `workspace`
 (the files on disk; head only). Built on DVC's Python API: `Repo.params.diff`, `Repo.metrics.diff` and the plots
 of both revisions as DVC's Vega-Lite specs with their data inline (lifecycle.review.plots, which draws the report's
-figures too), so every metrics file and plot that dvc.yaml declares joins the page without code here. Writes
-<out>/compare.md and <out>/plots/*.png. `--experiments` instead prints a readable `dvc exp show`.
+figures too), so every metrics file and plot that dvc.yaml declares joins the page without code here. Each change
+is judged against the noise (lifecycle.review.verdict): a paired test on the per-example files both runs have, the
+seed-to-seed band of reports/noise.json. The page opens with the gates and the significant changes; the rest is
+folded. Writes <out>/compare.md and <out>/plots/*.png. `--experiments` instead prints a readable `dvc exp show`.
 """
 from __future__ import annotations
 
@@ -14,25 +16,41 @@ import argparse
 import fnmatch
 import json
 import logging
-import math
 import sys
-from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from lifecycle.core import StageError
 from lifecycle.io import atomic_path
-from lifecycle.params.base import load
 from lifecycle.params.report import Gate
-from lifecycle.review.markdown import flatten, fmt, slug
+from lifecycle.review.exp_table import experiments_table
+from lifecycle.review.markdown import fmt, slug
 from lifecycle.review.plots import dvc_errors, open_repo, render_png, specs
+from lifecycle.review.revision import WORKSPACE, Revision
+from lifecycle.review.verdict import (
+    NO_ESTIMATE,
+    NOISE_FILE,
+    NOT_COMPARABLE,
+    SIGNIFICANT,
+    UNCHANGED,
+    WITHIN_NOISE,
+    GateResult,
+    MetricRow,
+    Noise,
+    environment_changes,
+    examples_file,
+    judge,
+    read_noise,
+    signed,
+)
 
 log = logging.getLogger("llm-lifecycle.compare")
-WORKSPACE = "workspace"
 
 # Which way is better, by the metric's `file:key` (first matching pattern wins; no match: no verdict).
 DIRECTIONS: list[tuple[str, int]] = [
+    ("*name_disagreement*", -1), ("*any_name_flip_rate*", -1), ("*margin_over_baselines*", +1),
     ("*accuracy_drop*", -1), ("*demographic_parity_difference*", -1), ("*flip_rate*", -1),
     ("*demographic_parity_ratio*", +1),
     ("*accuracy*", +1), ("*f1*", +1), ("*roc_auc*", +1), ("*precision*", +1), ("*recall*", +1),
@@ -42,6 +60,8 @@ DIRECTIONS: list[tuple[str, int]] = [
     ("*speed_up*", +1), ("*mfu*", +1), ("*achieved_tflops*", +1),
     ("*latency*", -1), ("*_ms", -1), ("*_seconds", -1), ("*size_mb*", -1), ("*size_bytes*", -1), ("*_mb", -1),
 ]
+# Not results: the machine a report ran on, and the noise estimate itself.
+SKIPPED = ("*:environment.*", "*:*.environment.*", f"{NOISE_FILE}:*")
 
 
 def direction(name: str) -> int:
@@ -91,67 +111,21 @@ def head_gates(diff: dict) -> list[Gate]:
 
 # ---------------------------------------------------------------- metrics
 
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass
-class MetricRow:
-    name: str            # file:key
-    old: object
-    new: object
-    gate: GateResult | None = None
-
-    @property
-    def delta(self) -> float | None:
-        return self.new - self.old if is_number(self.old) and is_number(self.new) else None
-
-    @property
-    def delta_pct(self) -> float | None:
-        delta = self.delta
-        return None if delta is None or self.old == 0 else 100 * delta / abs(self.old)
-
-    @property
-    def verdict(self) -> str:
-        delta, sign = self.delta, direction(self.name)
-        if not delta or not sign:
-            return ""
-        return "better" if delta * sign > 0 else "worse"
-
-
-@dataclass
-class GateResult:
-    gate: Gate
-    value: object
-
-    @property
-    def passed(self) -> bool:
-        if not is_number(self.value):
-            return False
-        return ((self.gate.min is None or self.value >= self.gate.min)
-                and (self.gate.max is None or self.value <= self.gate.max))
-
-    @property
-    def rule(self) -> str:
-        parts = ([f"≥ {self.gate.min:g}"] if self.gate.min is not None else []) + \
-                ([f"≤ {self.gate.max:g}"] if self.gate.max is not None else [])
-        return " and ".join(parts)
-
-
-def metric_rows(diff: dict, gates: list[Gate]) -> tuple[list[MetricRow], int]:
-    """Rows for the metrics that changed or carry a gate (from `Repo.metrics.diff(all=True)`'s "diff"), and how
-    many metrics did not change."""
+def metric_rows(diff: dict, gates: list[Gate]) -> tuple[list[MetricRow], list[GateResult], int]:
+    """Rows for the metrics that changed or carry a gate (from `Repo.metrics.diff(all=True)`'s "diff"; no
+    environment keys), sorted by file and key; the gates' results on them; how many metrics did not change."""
     values = {f"{file}:{key}": (change.get("old"), change.get("new"))
               for file, metrics in diff.items() for key, change in metrics.items()}
-    by_name = {g.metric: GateResult(g, values.get(g.metric, (None, None))[1]) for g in gates}
-    rows, unchanged = [], 0
-    for name in sorted(set(values) | set(by_name)):
+    values = {k: v for k, v in values.items() if not any(fnmatch.fnmatchcase(k, p) for p in SKIPPED)}
+    gated = {g.metric for g in gates}
+    rows, unchanged = {}, 0
+    for name in sorted(set(values) | gated, key=lambda n: n.split(":", 1)):
         old, new = values.get(name, (None, None))
-        if old == new and name not in by_name:
+        if old == new and name not in gated:
             unchanged += 1
             continue
-        rows.append(MetricRow(name, old, new, by_name.get(name)))
-    return rows, unchanged
+        rows[name] = MetricRow(name, old, new, direction(name))
+    return list(rows.values()), [GateResult(g, rows[g.metric]) for g in gates], unchanged
 
 
 # ---------------------------------------------------------------- plots
@@ -176,38 +150,100 @@ def changed_plots(plots: dict) -> dict[str, dict]:
 
 # ---------------------------------------------------------------- Markdown
 
-def fmt_delta(value: float | None, suffix: str = "") -> str:
-    return "" if value is None else ("+" if value > 0 else "") + fmt(value) + suffix
+METRIC_HEADER = ["| metric | base | head | Δ | Δ % | |", "| --- | ---: | ---: | ---: | ---: | --- |"]
 
 
-def markdown(base: str, head: str, params: list, rows: list[MetricRow], unchanged: int,
-             gates: list[GateResult], images: dict[str, str]) -> str:
-    lines = [f"## Comparison: `{base}` → `{head}`", ""]
-    if gates:
-        failed = [g for g in gates if not g.passed]
-        lines += [f"**Quality gates: {len(gates) - len(failed)} of {len(gates)} passed**"
-                  + (" — ❌ " + ", ".join(f"`{g.gate.metric}`" for g in failed) if failed else " ✅"), ""]
-    lines += ["### Params changed", ""]
-    if params:
-        lines += ["| param | base | head |", "| --- | --- | --- |"]
-        lines += [f"| `{name}` | {fmt(old)} | {fmt(new)} |" for name, old, new in params]
+def cells(*values) -> str:
+    return "| " + " | ".join(str(v) for v in values) + " |"
+
+
+def notes(base: str, head: str, changes: list[str], noise: Noise | None, rows: list[MetricRow]) -> list[str]:
+    """The warning and what the verdicts stand on: the noise file used and the paired tests run."""
+    lines = []
+    if changes:
+        lines += [f"> ⚠️ base and head ran on different hardware: {'; '.join(changes)}; speed figures are not "
+                  "comparable", ""]
+    if noise:
+        seeds = ", ".join(map(str, noise.seeds)) or "none recorded"
+        lines.append(f"Noise: seed-to-seed bands (±) from {NOISE_FILE} of `{noise.revision}` (seeds {seeds}; "
+                     f"{noise.confidence:.0%}).")
     else:
-        lines.append("No param changed.")
-    lines += ["", "### Metrics", ""]
-    if rows:
-        lines += ["| metric | base | head | Δ | Δ % | | gate |", "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
-        for row in rows:
-            gate = "" if row.gate is None else f"{'✅' if row.gate.passed else '❌'} {row.gate.rule}"
-            mark = {"better": "🟢 better", "worse": "🔴 worse"}.get(row.verdict, "")
-            lines.append(f"| `{row.name}` | {fmt(row.old)} | {fmt(row.new)} | {fmt_delta(row.delta)} | "
-                         f"{fmt_delta(row.delta_pct, '%')} | {mark} | {gate} |")
-    else:
-        lines.append("No metric changed.")
-    lines += ["", f"{unchanged} other metrics unchanged.", "", "### Plots changed", ""]
-    if images:
-        lines += [f"![{title}]({path})" for title, path in images.items()]
-    else:
-        lines.append("No plot changed.")
+        lines.append(f"Noise: no {NOISE_FILE} in `{head}`, `{base}` or the workspace (`make noise` measures one): "
+                     "a metric without per-example files in both runs has no noise estimate.")
+    tested = {}
+    for row in rows:
+        if row.paired is not None:
+            tested.setdefault(examples_file(row.name), row.paired)
+    if tested:
+        level = next(iter(tested.values())).confidence
+        parts = []
+        for path, test in tested.items():
+            left = [f"{count} {what}" for count, what in ((test.only_base, "only in base"), (test.only_head,
+                    "only in head"), (test.label_mismatch, "with another label")) if count]
+            parts.append(f"`{path}` ({test.n:,} pairs{'; ' + ', '.join(left) if left else ''})")
+        lines += ["", f"Paired tests ([{level:.0%} interval] of head − base over resampled test examples; McNemar "
+                      f"p for accuracy) on {', '.join(parts)}."]
+    return lines + [""]
+
+
+def gate_section(gates: list[GateResult]) -> list[str]:
+    if not gates:
+        return []
+    failed = [g for g in gates if not g.passed]
+    title = f"### Gates: {len(gates) - len(failed)} of {len(gates)} passed"
+    title += " — ❌ " + ", ".join(f"`{g.gate.metric}`" for g in failed) if failed else " ✅"
+    lines = [title, "", "| metric | base | head | Δ | rule | |", "| --- | ---: | ---: | ---: | --- | --- |"]
+    for g in gates:
+        status = ("✅" if g.passed else "❌") + (f" {g.note}" if g.note else "")
+        lines.append(cells(f"`{g.gate.metric}`", fmt(g.row.old), fmt(g.value), g.row.delta_text(), g.rule, status))
+    return lines + [""]
+
+
+def significant_section(rows: list[MetricRow]) -> list[str]:
+    lines = ["### Significant changes", ""]
+    significant = [row for row in rows if row.verdict in SIGNIFICANT]
+    if not significant:
+        return lines + ["No metric changed beyond its noise.", ""]
+    lines += METRIC_HEADER
+    lines += [cells(f"`{row.name}`", fmt(row.old), fmt(row.new), row.delta_text(), signed(row.delta_pct, "%"),
+                    row.mark) for row in significant]
+    return lines + [""]
+
+
+def params_section(params: list[tuple[str, object, object]]) -> list[str]:
+    lines = ["### Params changed", ""]
+    if not params:
+        return lines + ["No param changed.", ""]
+    lines += ["| param | base | head |", "| --- | --- | --- |"]
+    return lines + [cells(f"`{name}`", fmt(old), fmt(new)) for name, old, new in params] + [""]
+
+
+def others_section(rows: list[MetricRow], unchanged: int) -> list[str]:
+    """Every other change, folded, one table per metrics file."""
+    others = [row for row in rows if row.verdict not in (*SIGNIFICANT, UNCHANGED)]
+    unchanged += sum(row.verdict == UNCHANGED for row in rows)
+    if not others:
+        return [f"{unchanged} other metrics unchanged.", ""]
+    counts = [(sum(row.verdict == v for row in others), label) for v, label in (
+        (WITHIN_NOISE, "within noise"), (NO_ESTIMATE, "without a noise estimate"),
+        (NOT_COMPARABLE, "not comparable (hardware)"))]
+    counts.append((sum(row.verdict == "" for row in others), "without a better direction, new or removed"))
+    lines = [f"<details><summary>{len(others)} other metric changes (within noise or without a noise estimate)"
+             "</summary>", "", "; ".join(f"{n} {label}" for n, label in counts if n) + f"; {unchanged} unchanged.", ""]
+    for file, group in groupby(others, key=lambda row: row.name.split(":", 1)[0]):
+        lines += [f"**`{file}`**", "", *METRIC_HEADER]
+        lines += [cells(f"`{row.name.split(':', 1)[1]}`", fmt(row.old), fmt(row.new), row.delta_text(),
+                        signed(row.delta_pct, "%"), row.mark) for row in group]
+        lines.append("")
+    return lines + ["</details>", ""]
+
+
+def markdown(base: str, head: str, params: list, rows: list[MetricRow], unchanged: int, gates: list[GateResult],
+             images: dict[str, str], changes: list[str] = (), noise: Noise | None = None) -> str:
+    lines = [f"## Comparison: `{base}` → `{head}`", "", *notes(base, head, list(changes), noise, rows)]
+    lines += gate_section(gates) + significant_section(rows) + params_section(params) + others_section(rows, unchanged)
+    lines += ["### Plots changed", ""]
+    lines += [f"![{title}]({path})" for title, path in images.items()] or ["No plot changed."]
     return "\n".join(lines) + "\n"
 
 
@@ -221,11 +257,14 @@ def compare(base: str, head: str, out: Path) -> tuple[str, list[GateResult]]:
         with dvc_errors(f"metrics diff --all {revs}"):
             metrics_diff = repo.metrics.diff(base, head, all=True).get("diff", {})
         plots, problems = specs(repo, [base, head])
+        sides = {name: Revision(repo, name) for name in dict.fromkeys([head, base, WORKSPACE])}
+        noise = read_noise(list(sides.values()))  # the head's, else the base's, else the workspace's
+        rows, gates, unchanged = metric_rows(metrics_diff, head_gates(params_diff))
+        changes = environment_changes(metrics_diff)
+        judge(rows, sides[base], sides[head], noise, hardware_differs=bool(changes))
     for problem in problems:
         log.warning("%s", problem)
-    gates = head_gates(params_diff)
     params = changed_params(params_diff)  # a loosened gate shows here too
-    rows, unchanged = metric_rows(metrics_diff, gates)
     images = {}
     for stale in (out / "plots").glob("*.png"):  # a reused folder must not show another comparison's plots
         stale.unlink()
@@ -233,99 +272,7 @@ def compare(base: str, head: str, out: Path) -> tuple[str, list[GateResult]]:
         name = f"plots/{slug(title)}.png"
         render_png(spec, out / name)
         images[title] = name
-    results = [row.gate for row in rows if row.gate is not None]
-    return markdown(base, head, params, rows, unchanged, results, images), results
-
-
-# ---------------------------------------------------------------- a readable `dvc exp show`
-
-PROSE_PARAMS = ("gates", "report")  # lists and text: the gates' metrics are columns already, the card's prose is not
-
-
-def _differing(rows: list[dict], kind: str, only: set[str] | None = None) -> list[str]:
-    """Leaf names of `kind` (params | metrics) whose value differs between two rows or is missing from one."""
-    values: dict[str, list] = {}
-    for data in rows:
-        for file, content in (data.get(kind) or {}).items():
-            for key, value in flatten((content or {}).get("data") or {}).items():
-                name = key if kind == "params" else f"{file}:{key}"
-                if only is None or name in only:
-                    values.setdefault(name, []).append(json.dumps(value, sort_keys=True, default=str))
-    return [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(rows)]
-
-
-def experiment_columns(show: list, gates: list[Gate]) -> list[str]:
-    """The columns worth reading in `dvc exp show`: every param that differs between two of its rows (the
-    baseline, the workspace and each experiment), then the gated metrics (`file:key`) that differ, in the gates'
-    order."""
-    rows = []
-    for entry in show:
-        rows.append(entry.get("data") or {})
-        rows += [rev.get("data") or {} for exp in entry.get("experiments") or [] for rev in exp.get("revs") or []]
-    params = sorted(k for k in _differing(rows, "params") if k.split(".")[0] not in PROSE_PARAMS)
-    gated = [g.metric for g in gates]
-    moved = set(_differing(rows, "metrics", set(gated)))
-    return list(dict.fromkeys(params + [m for m in gated if m in moved]))
-
-
-def _clip(text: str, most: int) -> str:
-    return text if len(text) <= most else text[:most - 1] + "…"
-
-
-def _markdown_block(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(map(len, column)) for column in zip(header, *rows)]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
-
-
-def fold_table(header: list[str], rows: list[list[str]], width: int = 200) -> str:
-    """A Markdown table none of whose lines is wider than `width`, for any number of rows and columns: the
-    columns after the first go into as many tables (blocks, one blank line apart) as needed, each repeating the
-    first column (the experiment). A cell too wide for even a block of its own is cut with "…"."""
-    first = [_clip(c, width // 2 - 4) for c in [header[0]] + [row[0] for row in rows]]
-    first_width = max(map(len, first)) + 3  # "| cell " and the closing "|" below
-    most = width - first_width - 4  # the widest other cell a block of two columns has room for
-    columns = [[_clip(str(c), most) for c in [header[i]] + [row[i] for row in rows]] for i in range(1, len(header))]
-    blocks, used = [[]], 1 + first_width
-    for column in columns:
-        cell = max(map(len, column)) + 3
-        if blocks[-1] and used + cell > width:
-            blocks, used = blocks + [[]], 1 + first_width
-        blocks[-1].append(column)
-        used += cell
-    lines = []
-    for block in blocks:
-        table = [first, *block]  # columns: header cell, then one cell per row
-        rows_of_block = [list(row) for row in zip(*(column[1:] for column in table))]
-        lines += ([""] if lines else []) + _markdown_block([column[0] for column in table], rows_of_block)
-    return "\n".join(lines) + "\n"
-
-
-def experiment_cells(exps: list, columns: list[str], precision: int = 4) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of `dvc exp show`'s table (its own cells: experiment labels, rounded values, "-" where a
-    row has no value) cut to the experiment and `columns` (a column of DVC's is `key` or, where that is
-    ambiguous, `file:key`)."""
-    from dvc.commands.experiments.show import prepare_exp_id
-    from dvc.repo.experiments.show import tabulate
-
-    table, _ = tabulate(exps, precision=precision, fill_value="-")
-    labels = [str(prepare_exp_id(row)) for row in table.as_dict(["Experiment", "rev", "typ", "parent"])]
-    keys = [k for c in columns for k in table.keys()
-            if k == c or k.split(":", 1)[-1] == c or k == c.split(":", 1)[-1]]
-    keys = list(dict.fromkeys(keys))
-    cells = [["-" if value is None else str(value) for value in table.column(k)] for k in keys]
-    return ["Experiment", *keys], [[label, *(column[i] for column in cells)] for i, label in enumerate(labels)]
-
-
-def experiments_table(precision: int = 4, width: int = 200) -> str:
-    """`dvc exp show --md` cut to the changed params and the moved gated metrics (hash and timing columns
-    dropped), folded into blocks no wider than `width`."""
-    with open_repo() as repo, dvc_errors("exp show"):
-        exps = repo.experiments.show()
-    columns = experiment_columns([exp.dumpd() for exp in exps], load(gates=(list[Gate], [])).gates)
-    return fold_table(*experiment_cells(exps, columns, precision), width=width)
+    return markdown(base, head, params, rows, unchanged, gates, images, changes, noise), gates
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("wrote %s (%d of %d gates passed)", args.out / "compare.md", len(gates) - len(failed), len(gates))
     if failed and args.fail_on_gate:
         for g in failed:
-            print(f"gate failed: {g.gate.metric} = {fmt(g.value)}, needs {g.rule}", file=sys.stderr)
+            print(g.failure(), file=sys.stderr)
         sys.exit(1)
 
 

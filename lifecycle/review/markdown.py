@@ -30,7 +30,7 @@ def fmt(value, digits: int = 4) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
-    return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:,.0f}"  # 26,379, not 2.638e+04
 
 
 def pct(value) -> str:

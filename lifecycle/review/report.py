@@ -1,6 +1,7 @@
 """The report stage's rendering: reports/report.md (one page for the whole run) and reports/MODEL_CARD.md, from
 the metrics and plots that dvc.yaml declares and the params that made them. `params` holds the collect, finetune
-and report sections."""
+and report sections. Every section of report.md fits one screen (MAX_SECTION_LINES): each answers its questions in
+compact tables, and the JSON files hold the rest."""
 from __future__ import annotations
 
 import fnmatch
@@ -19,12 +20,15 @@ from lifecycle.review.card import (
     run_reports,
     sources_table,
 )
+from lifecycle.review.efficiency import benchmark_lines, compression_lines
 from lifecycle.review.markdown import flatten, fmt, get, slug, table
 from lifecycle.review.plots import render_png
 
 DVC_YAML, REPORT, CARD, FIGURES = (Path("dvc.yaml"), Path("reports/report.md"), Path("reports/MODEL_CARD.md"),
                                    Path("reports/figures"))
 
+MAX_SECTION_LINES = 60  # a section fits one screen; a generic table is cut to fit, pointing to its file
+COMPRESS, BENCH = "reports/compress.json", "reports/bench.json"  # compact tables of their own (review.efficiency)
 # Report files without a section of their own (card.KNOWN) get a generic table under the heading of the first
 # matching pattern (else "Other metrics").
 GENERIC_HEADINGS = [("*compress*", "Compression"), ("*distill*", "Distillation"), ("*bench*", "Benchmark"),
@@ -72,9 +76,41 @@ def figure_lines(figures: dict, section: str) -> list[str]:
         ([""] if figures.get(section) else [])
 
 
-def generic_lines(path: str, data) -> list[str]:
-    leaves = {k: v for k, v in flatten(data).items() if not isinstance(v, (list, dict))}
-    return [f"`{path}`", ""] + table(["figure", "value"], [[k, fmt(v)] for k, v in leaves.items()]) + [""]
+def generic_lines(path: str, data, max_lines: int = MAX_SECTION_LINES) -> list[str]:
+    """`path`'s scalar leaves as a "figure | value" table of at most `max_lines` lines, the rest pointed to."""
+    leaves = [[k, fmt(v)] for k, v in flatten(data).items() if not isinstance(v, (list, dict))]
+    room = max(max_lines - 6, 1)  # name, blank, table header (2), the pointer, blank
+    rows = leaves if len(leaves) <= room + 1 else leaves[:room]
+    more = [f"… and {len(leaves) - len(rows)} more figures in `{path}`."] if len(rows) < len(leaves) else []
+    return [f"`{path}`", ""] + table(["figure", "value"], rows) + more + [""]
+
+
+def own_sections(reports: dict[str, object]) -> dict[str, list[str]]:
+    """Heading -> lines of the reports with a compact section of their own."""
+    compress, bench = reports.get(COMPRESS), reports.get(BENCH)
+    out = {}
+    if isinstance(compress, dict):
+        out["Compression"] = compression_lines(compress, bench if isinstance(bench, dict) else None)
+    if isinstance(bench, dict):
+        out["Benchmark"] = benchmark_lines(bench)
+    return out
+
+
+def other_sections(reports: dict[str, object], figures: dict) -> list[str]:
+    """The sections after the known ones, in GENERIC_HEADINGS order: compression and benchmark tables, then every
+    other report's generic table, cut so that each section stays within MAX_SECTION_LINES."""
+    known = {*KNOWN.values(), COMPRESS, BENCH}
+    bodies = own_sections(reports)
+    for path, data in reports.items():
+        if path not in known and isinstance(data, dict):  # lists are plot data declared as metrics
+            heading = heading_for(path)
+            room = MAX_SECTION_LINES - 2 - len(bodies.get(heading, [])) - len(figure_lines(figures, heading))
+            bodies.setdefault(heading, []).extend(generic_lines(path, data, room))
+    lines = []
+    for heading in [h for _, h in GENERIC_HEADINGS]:
+        if bodies.get(heading) or figures.get(heading):
+            lines += [f"## {heading}", ""] + bodies.get(heading, []) + figure_lines(figures, heading)
+    return lines
 
 
 # ---------------------------------------------------------------- the two documents
@@ -105,14 +141,7 @@ def report_markdown(params, reports: dict[str, object], figures: dict) -> str:
     lines += ["## Fine-tuning", ""] + finetune_lines(r["finetune"]) + figure_lines(figures, "Fine-tuning")
     lines += ["## Evaluation", ""] + evaluation_lines(r["eval"]) + figure_lines(figures, "Evaluation")
     lines += ["## Bias", ""] + bias_lines(r["bias"]) + figure_lines(figures, "Bias")
-    known = set(KNOWN.values())
-    generic: dict[str, list[str]] = {}
-    for path, data in reports.items():
-        if path not in known and isinstance(data, dict):  # lists are plot data declared as metrics
-            generic.setdefault(heading_for(path), []).extend(generic_lines(path, data))
-    for heading in [h for _, h in GENERIC_HEADINGS]:
-        if generic.get(heading) or figures.get(heading):
-            lines += [f"## {heading}", ""] + generic.get(heading, []) + figure_lines(figures, heading)
+    lines += other_sections(reports, figures)
     if figures.get("Figures"):
         lines += ["## Figures", ""] + figure_lines(figures, "Figures")
     return "\n".join(lines).rstrip() + "\n"
