@@ -232,6 +232,20 @@ def test_a_significance_gate_without_a_base_or_an_estimate_passes_with_a_note():
     assert result.passed and result.row.verdict == "within noise"
 
 
+def test_a_partial_pairing_shows_the_paired_delta_on_the_shared_examples():
+    """Runs whose test sets differ in part (another seed samples other documents): the metric's delta is over all
+    of each run's examples, the interval over the shared ones, so the page shows that paired delta beside it."""
+    from lifecycle.review.significance import paired_difference
+
+    base = [{"id": str(i), "nll": 2.0, "tokens": 1, "bytes": 1} for i in range(8)]
+    head = [{"id": str(i), "nll": 2.5 if i < 6 else 9.0, "tokens": 1, "bytes": 1} for i in range(2, 10)]
+    difference = paired_difference(base, head, "bits_per_byte")
+    assert (difference.n, difference.only_base, difference.only_head) == (6, 2, 2)
+    row = V.MetricRow("reports/eval.json:lm.bits_per_byte", 2.885, 5.410, sign=-1, paired=difference)
+    paired_delta = V.signed(difference.delta)
+    assert row.delta_text().startswith(f"+2.525 (on the 6 shared: {paired_delta} [")
+
+
 def test_a_percentage_is_left_out_from_zero_and_across_zero():
     assert V.MetricRow("x", -0.01, 0.02).delta_pct is None and V.MetricRow("x", 0.02, -0.01).delta_pct is None
     assert V.MetricRow("x", 0, 1).delta_pct is None

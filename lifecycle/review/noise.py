@@ -32,13 +32,10 @@ from pathlib import Path
 from lifecycle.core import StageError
 from lifecycle.io import write_json
 from lifecycle.review.markdown import flatten, fmt
+from lifecycle.review.verdict import is_number
 
 SKIPPED = ("*environment.*",)  # where the machine is described, not measured
 LOGS = Path(".dvc/tmp/noise")  # DVC's own scratch folder: ignored by Git
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def numeric_metrics(metrics: dict) -> dict[str, float]:

@@ -144,7 +144,11 @@ class MetricRow:
             return ""
         parts = [signed(self.delta)]
         if self.paired is not None:
-            parts.append(f"[{signed(self.paired.ci_low)}, {signed(self.paired.ci_high)}]")
+            interval = f"[{signed(self.paired.ci_low)}, {signed(self.paired.ci_high)}]"
+            partial = self.paired.only_base or self.paired.only_head or self.paired.label_mismatch
+            # on examples both runs share; when they do not share all, the paired delta differs from the metric's
+            parts.append(f"(on the {self.paired.n} shared: {signed(self.paired.delta)} {interval})" if partial
+                         else interval)
             if self.paired.mcnemar_p is not None:
                 parts.append(f"p={self.paired.mcnemar_p:.2g}")
         if self.band is not None:
