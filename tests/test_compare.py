@@ -469,3 +469,16 @@ def test_a_broken_examples_file_is_one_line_naming_file_revision_and_row(runs, t
     result, _ = compare_runs(runs, "broken", tmp_path)
     assert the_error(result).startswith("error: reports/examples/eval/classifier.jsonl at broken: row 201: not valid "
                                         "JSON"), result.stderr
+
+
+def test_significant_timings_and_interval_bounds_are_folded_below_the_figures():
+    """A run on a busy machine moves every timing beyond its band: the figures a reviewer must read stay on top."""
+    rows = [V.MetricRow("reports/bias.json:classifier.parity.value", 0.01, 0.3, sign=-1, band=0.02),
+            V.MetricRow("reports/bias.json:classifier.parity.ci_high", 0.02, 0.4, sign=-1, band=0.03),
+            V.MetricRow("reports/bench.json:classifier.pytorch.p50_ms", 10.0, 30.0, sign=-1, band=2.0),
+            V.MetricRow("reports/eval.json:classifier.accuracy", 0.70, 0.71, sign=+1, band=0.08)]
+    page = "\n".join(C.significant_section(rows))
+    top, folded = page.split("<details>")
+    assert "classifier.parity.value" in top and "p50_ms" not in top and "ci_high" not in top
+    assert "2 more beyond their noise: 1 timings (was either machine busy?), 1 interval bounds" in folded
+    assert "p50_ms" in folded and "ci_high" in folded and "accuracy" not in page  # within noise: not here

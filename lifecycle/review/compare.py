@@ -41,6 +41,7 @@ from lifecycle.review.verdict import (
     Noise,
     environment_changes,
     examples_file,
+    is_timing,
     judge,
     read_noise,
     signed,
@@ -192,21 +193,43 @@ def gate_section(gates: list[GateResult]) -> list[str]:
     failed = [g for g in gates if not g.passed]
     title = f"### Gates: {len(gates) - len(failed)} of {len(gates)} passed"
     title += " — ❌ " + ", ".join(f"`{g.gate.metric}`" for g in failed) if failed else " ✅"
-    lines = [title, "", "| metric | base | head | Δ | rule | |", "| --- | ---: | ---: | ---: | --- | --- |"]
+    lines = [title, "", "| metric | base | head | Δ | change | rule | |",
+             "| --- | ---: | ---: | ---: | --- | --- | --- |"]
     for g in gates:
         status = ("✅" if g.passed else "❌") + (f" {g.note}" if g.note else "")
-        lines.append(cells(f"`{g.gate.metric}`", fmt(g.row.old), fmt(g.value), g.row.delta_text(), g.rule, status))
+        lines.append(cells(f"`{g.gate.metric}`", fmt(g.row.old), fmt(g.value), g.row.delta_text(), g.row.mark, g.rule,
+                           status))
     return lines + [""]
 
 
+BOUNDS = ("*.ci_low", "*.ci_high", "*.row_bootstrap.*")  # an interval's ends move with its value
+
+
+def is_headline(row: MetricRow) -> bool:
+    """A significant change a reviewer reads first: a figure itself, not a timing or an interval's bound."""
+    return not is_timing(row.name) and not any(fnmatch.fnmatchcase(row.name, p) for p in BOUNDS)
+
+
 def significant_section(rows: list[MetricRow]) -> list[str]:
+    """The significant changes of quality figures; those of timings and interval bounds folded after them (a busy
+    machine moves every timing at once)."""
     lines = ["### Significant changes", ""]
     significant = [row for row in rows if row.verdict in SIGNIFICANT]
     if not significant:
         return lines + ["No metric changed beyond its noise.", ""]
-    lines += METRIC_HEADER
-    lines += [cells(f"`{row.name}`", fmt(row.old), fmt(row.new), row.delta_text(), signed(row.delta_pct, "%"),
-                    row.mark) for row in significant]
+    headline = [row for row in significant if is_headline(row)]
+    folded = [row for row in significant if not is_headline(row)]
+
+    def table(chosen: list[MetricRow]) -> list[str]:
+        return METRIC_HEADER + [cells(f"`{row.name}`", fmt(row.old), fmt(row.new), row.delta_text(),
+                                      signed(row.delta_pct, "%"), row.mark) for row in chosen]
+    lines += table(headline) if headline else ["No figure other than timings and interval bounds changed beyond "
+                                               "its noise."]
+    if folded:
+        timings = sum(is_timing(row.name) for row in folded)
+        lines += ["", f"<details><summary>{len(folded)} more beyond their noise: {timings} timings (was either "
+                      f"machine busy?), {len(folded) - timings} interval bounds</summary>", "", *table(folded), "",
+                  "</details>"]
     return lines + [""]
 
 
