@@ -39,8 +39,8 @@ from lifecycle.io import read_jsonl, write_json
 from lifecycle.params import schema as P
 
 OUT = Path("reports/bench/serve.json")
-PROMPTS = Path("data/prepared/pretrain/validation.jsonl")
-TEXTS = Path("data/prepared/finetune/test.jsonl")
+PROMPTS = Path("data/prepared/pretrain/validation")
+TEXTS = Path("data/prepared/finetune/test")
 
 
 def free_port() -> int:

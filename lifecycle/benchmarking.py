@@ -17,7 +17,7 @@ from lifecycle.params.model import ModelParams
 from lifecycle.variants import PYTORCH, available, load
 
 MODELS = Path("models")
-TEXTS, PROMPTS = Path("data/prepared/finetune/test.jsonl"), Path("data/prepared/pretrain/test.jsonl")
+TEXTS, PROMPTS = Path("data/prepared/finetune/test"), Path("data/prepared/pretrain/test")
 
 
 # ---------------------------------------------------------------- measuring

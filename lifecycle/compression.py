@@ -256,7 +256,7 @@ def lm_quality(metrics: dict, reference: dict, probe: np.ndarray, reference_prob
 
 
 def read_pretrain_texts(split: str) -> list[str]:
-    return [d["text"] for d in read_jsonl(DATA / "pretrain" / f"{split}.jsonl")]
+    return [d["text"] for d in read_jsonl(DATA / "pretrain" / split)]
 
 
 def evaluate_kind(kind: str, variants: list[str], params, folder: Path) -> dict:
@@ -269,7 +269,7 @@ def evaluate_kind(kind: str, variants: list[str], params, folder: Path) -> dict:
 def evaluate_classifiers(variants: list[str], params, folder: Path) -> dict:
     c, f = params.compress, params.finetune
     n = c.evaluation.examples
-    ids = ids_and_texts(DATA / "finetune/test.jsonl", ("text", "label"))[0][:n]
+    ids = ids_and_texts(DATA / "finetune/test", ("text", "label"))[0][:n]
     texts, references = (column[:n] for column in labelled("test", f.classes, DATA / "finetune"))
     report, reference_logits = {}, None
     for variant in variants:
@@ -286,7 +286,7 @@ def evaluate_classifiers(variants: list[str], params, folder: Path) -> dict:
 
 def evaluate_lms(variants: list[str], params, folder: Path) -> dict:
     c = params.compress
-    ids, texts = (column[:c.evaluation.documents] for column in ids_and_texts(DATA / "pretrain/test.jsonl"))
+    ids, texts = (column[:c.evaluation.documents] for column in ids_and_texts(DATA / "pretrain/test"))
     texts = [t[:c.evaluation.document_chars] for t in texts]
     report, reference = {}, None
     for variant in variants:
@@ -322,7 +322,7 @@ def build_variants(kind: str, params, isa: str, work: Path, source: Path | None 
         quantize_dynamic(fp32, work / f"{prefix}int8_dynamic", isa, c.quantization.per_channel)
     if "int8_static" in variants:
         tokenizer = load_tokenizer(source)
-        texts = ([d["text"] for d in read_jsonl(DATA / "finetune/validation.jsonl")] if kind == "classifier"
+        texts = ([d["text"] for d in read_jsonl(DATA / "finetune/validation")] if kind == "classifier"
                  else read_pretrain_texts("validation"))[:c.quantization.calibration_examples]
         facts["calibration_examples_used"] = quantize_static(fp32, work / f"{prefix}int8_static", isa,
                                                              c.quantization.per_channel, tokenizer, texts,

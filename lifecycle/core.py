@@ -27,7 +27,10 @@ class DataError(StageError):
     def __init__(self, path: str | Path, row: int, message: str):
         where = f"{path}: row {row}" if row else f"{path}"
         super().__init__(f"{where}: {message}")
-        self.path, self.row = str(path), row
+        self.path, self.row, self.message = str(path), row, message
+
+    def __reduce__(self):  # rebuilt from its arguments, so that it crosses process boundaries (datatrove workers)
+        return type(self), (self.path, self.row, self.message)
 
 
 def hub_is_offline() -> bool:

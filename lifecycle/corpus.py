@@ -4,12 +4,13 @@ Every step is counted per source (documents and characters in and out), so a rev
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
 
-from lifecycle.core import StageError, stable_fraction
-from lifecycle.dedup import exact_key, near_duplicates
+from lifecycle.core import StageError
+from lifecycle.dedup import exact_duplicates, near_duplicates
 from lifecycle.params.prepare import Dedup, Filters, Pii, PrepareParams, Split
 from lifecycle.pii import scrub_pii
 from lifecycle.text import FILTERS, normalize, quality_failure
@@ -17,15 +18,27 @@ from lifecycle.text import FILTERS, normalize, quality_failure
 SPLITS = ("train", "validation", "test")
 
 
-def assign_splits(docs: list[dict], split: Split) -> dict[str, list[dict]]:
-    """By the rank of a stable hash of the text: the lowest n_test documents go to test, the next n_validation to
-    validation, the rest to train (n_x = max(min_documents, round(x * n))), each in input order. Adding a document
-    moves at most the documents at a boundary; tiny corpora still get every split."""
-    n, least = len(docs), split.min_documents
+def split_key(text: str) -> int:
+    """The split hash: the first 8 bytes of sha256('split' + text) as an integer (stable on every machine)."""
+    return int.from_bytes(hashlib.sha256(("split" + text).encode("utf-8")).digest()[:8], "big")
+
+
+def split_sizes(n: int, split: Split) -> tuple[int, int]:
+    """(test, validation) documents of a corpus of n: n_x = max(min_documents, round(x * n)), train keeping its
+    minimum."""
+    least = split.min_documents
     n_test, n_validation = (max(least, round(share * n)) for share in (split.test, split.validation))
     while n - n_test - n_validation < least and max(n_test, n_validation) > least:  # train keeps its minimum
         n_test, n_validation = (n_test - 1, n_validation) if n_test >= n_validation else (n_test, n_validation - 1)
-    order = sorted(range(n), key=lambda i: (stable_fraction(docs[i]["text"], salt="split"), docs[i]["text"]))
+    return n_test, n_validation
+
+
+def assign_splits(docs: list[dict], split: Split) -> dict[str, list[dict]]:
+    """By the rank of a stable hash of the text (ties: the earlier document first): the lowest n_test documents go
+    to test, the next n_validation to validation, the rest to train, each in input order. Adding a document moves
+    at most the documents at a boundary; tiny corpora still get every split."""
+    n_test, n_validation = split_sizes(len(docs), split)
+    order = sorted(range(len(docs)), key=lambda i: (split_key(docs[i]["text"]), i))
     rank = {i: r for r, i in enumerate(order)}
     splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for i, d in enumerate(docs):
@@ -69,19 +82,14 @@ def quality_filter(docs: list[dict], filters: Filters, tally: Tally) -> tuple[li
 
 
 def deduplicate(docs: list[dict], dedup: Dedup, seed: int, tally: Tally) -> list[dict]:
+    """Exact, then near duplicates (lifecycle.dedup's rules): each cluster keeps its earliest document."""
     if dedup.exact:
-        seen, kept = set(), []
-        for d in docs:
-            key = exact_key(d["text"])
-            if key not in seen:
-                seen.add(key)
-                kept.append(d)
+        dropped = set(exact_duplicates([d["text"] for d in docs]))
+        kept = [d for i, d in enumerate(docs) if i not in dropped]
         tally.record("dedup_exact", docs, kept)
         docs = kept
     if dedup.near.enabled:
-        near = dedup.near
-        dropped = set(near_duplicates([d["text"] for d in docs], near.threshold, near.num_perm, near.shingle_size,
-                                      seed))
+        dropped = set(near_duplicates([d["text"] for d in docs], dedup.near, seed))
         kept = [d for i, d in enumerate(docs) if i not in dropped]
         tally.record("dedup_near", docs, kept)
         docs = kept
@@ -110,18 +118,19 @@ def too_few_documents(corpus: str | None, read: int, left: int, steps: dict, lea
             f"{', '.join(fixes[:-1])}, or {fixes[-1]}")
 
 
-def drop_warnings(read: list[dict], dropped: dict[str, list[dict]], share: float, pii: Pii) -> list[dict]:
+def drop_warnings(steps: dict, examples: dict[tuple[str, str], list[str]], share: float, pii: Pii) -> list[dict]:
     """Each (source, filter) dropping more than `share` of the source's documents, with up to 3 of them (scrubbed,
-    cut to 120 characters)."""
-    per_source = Counter(d["source"] for d in read)
+    cut to 120 characters). `examples[(source, filter)]` holds the first dropped texts in corpus order."""
     warnings = []
-    for source in sorted(per_source):
-        for name, docs in dropped.items():
-            gone = [d["text"] for d in docs if d["source"] == source]
-            if len(gone) / per_source[source] > share:
-                warnings.append({"source": source, "filter": name, "dropped": len(gone), "of": per_source[source],
-                                 "share": round(len(gone) / per_source[source], 4),
-                                 "examples": [scrub_pii(t, pii)[0][:120] for t in gone[:3]]})
+    for source in sorted(steps):
+        read = steps[source]["normalize"]["documents_in"]
+        for name in FILTERS:
+            cell = steps[source][f"filter_{name}"]
+            gone = cell["documents_in"] - cell["documents_out"]
+            if read and gone / read > share:
+                warnings.append({"source": source, "filter": name, "dropped": gone, "of": read,
+                                 "share": round(gone / read, 4),
+                                 "examples": [scrub_pii(t, pii)[0][:120] for t in examples[source, name][:3]]})
     return warnings
 
 
@@ -153,29 +162,46 @@ def prepare_corpus(docs: list[dict], filters: Filters, p: PrepareParams, seed: i
             text, counts = scrub_pii(d["text"], p.pii)
             pii.update(counts)
             splits[split].append(dict(d, text=text))
-    report = {
-        "documents_in": len(normalized), "documents_out": len(docs),
-        "characters_in": sum(len(d["text"]) for d in normalized),
-        "characters_out": sum(len(d["text"]) for ds in splits.values() for d in ds),
-        "sources": tally.steps,
+    examples = {(d["source"], name): [x["text"] for x in gone if x["source"] == d["source"]]
+                for name, gone in dropped.items() for d in gone}
+    written = [d for ds in splits.values() for d in ds]
+    kept = {source: (sum(d["source"] == source for d in written),
+                     sum(len(d["text"]) for d in written if d["source"] == source)) for source in tally.sources}
+    report = build_report(tally.steps, {s: (len(ds), sum(len(d["text"]) for d in ds)) for s, ds in splits.items()},
+                          kept, pii, drop_warnings(tally.steps, examples, p.warn_drop_share, p.pii))
+    return splits, report
+
+
+def build_report(steps: dict, split: dict[str, tuple[int, int]], kept: dict[str, tuple[int, int]], pii: Counter,
+                 warnings: list[dict]) -> dict:
+    """reports/data.json's section of a corpus, from the per-source step counts and what was written."""
+    return {
+        "documents_in": sum(s["normalize"]["documents_in"] for s in steps.values()),
+        "documents_out": sum(n for n, _ in split.values()),
+        "characters_in": sum(s["normalize"]["characters_out"] for s in steps.values()),
+        "characters_out": sum(c for _, c in split.values()),
+        "sources": steps,
         "duplicates_removed": {kind: sum(s.get(f"dedup_{kind}", {}).get("documents_in", 0)
                                          - s.get(f"dedup_{kind}", {}).get("documents_out", 0)
-                                         for s in tally.steps.values()) for kind in ("exact", "near")},
+                                         for s in steps.values()) for kind in ("exact", "near")},
         "pii_replaced": {kind: pii.get(kind, 0) for kind in ("email", "phone", "ip", "credit_card")},
-        "split": {s: {"documents": len(ds), "characters": sum(len(d["text"]) for d in ds)} for s, ds in splits.items()},
-        "kept": {source: {"documents": sum(d["source"] == source for ds in splits.values() for d in ds),
-                          "characters": sum(len(d["text"]) for ds in splits.values() for d in ds
-                                            if d["source"] == source)} for source in tally.sources},
-        "drop_warnings": drop_warnings(normalized, dropped, p.warn_drop_share, p.pii),
+        "split": {s: {"documents": n, "characters": c} for s, (n, c) in split.items()},
+        "kept": {source: {"documents": n, "characters": c} for source, (n, c) in sorted(kept.items())},
+        "drop_warnings": warnings,
     }
-    return splits, report
 
 
 def length_histogram(splits: dict[str, list[dict]], edges: list[int]) -> list[dict]:
     """Documents per length bin (words); a last bin up to the longest document holds any beyond the edges."""
-    lengths = [len(d["text"].split()) for docs in splits.values() for d in docs]
+    return length_rows(Counter(len(d["text"].split()) for docs in splits.values() for d in docs), edges)
+
+
+def length_rows(lengths: Counter, edges: list[int]) -> list[dict]:
+    """Documents per length bin from {words: documents}."""
     edges = sorted(set(edges))
     if lengths and max(lengths) > edges[-1]:
         edges.append(max(lengths))
-    counts = Counter(next(e for e in edges if n <= e) for n in lengths)
+    counts: Counter = Counter()
+    for n, documents in lengths.items():
+        counts[next(e for e in edges if n <= e)] += documents
     return [{"max_words": e, "documents": counts.get(e, 0)} for e in edges]

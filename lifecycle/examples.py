@@ -13,13 +13,12 @@ A stage writes its whole folder at once (`replaced_folder`), so the files always
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from lifecycle.core import DataError, StageError
-from lifecycle.io import atomic_path, decode_utf8, read_jsonl, write_jsonl
+from lifecycle.io import atomic_path, decode_utf8, parse_jsonl, read_jsonl, write_jsonl
 
 EXAMPLES = Path("reports/examples")
 DIGITS = 6
@@ -53,7 +52,8 @@ def replaced_folder(stem: str, root: Path = EXAMPLES) -> Iterator[Path]:
 
 
 def ids_and_texts(path: str | Path, required: Sequence[str] = ("text",)) -> tuple[list[str], list[str]]:
-    """The `id` and `text` of every record of a prepared split, in file order."""
+    """The `id` and `text` of every record of a prepared split (a .jsonl file, or a folder of shards), in corpus
+    order."""
     records = read_jsonl(path, ("id", *required))
     return [str(record["id"]) for record in records], [record["text"] for record in records]
 
@@ -104,20 +104,12 @@ def read_examples(source: str | Path | TextIO) -> list[dict]:
         path = Path(source)
         if not path.is_file():
             raise StageError(f"{path}: no such examples file (run the stage that writes it: dvc repro)")
-        return _parse(decode_utf8(path.read_bytes(), path).split("\n"), path)
-    return _parse(source, getattr(source, "name", "<examples stream>"))
+        return _parse(decode_utf8(path.read_bytes(), path), path)
+    return _parse(source.read(), getattr(source, "name", "<examples stream>"))
 
 
-def _parse(lines, name) -> list[dict]:
-    records = []
-    for row, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(name, row, f"not valid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict) or "id" not in record:
-            raise DataError(name, row, "expected a JSON object with an 'id'")
-        records.append(record)
-    return records
+def _parse(text: str, name) -> list[dict]:
+    """Every record, each with an 'id' (an empty file has none)."""
+    if not text.strip():
+        return []
+    return [record for _, record in parse_jsonl(text, name, required=("id",), text_column=None)]

@@ -104,9 +104,20 @@ def parse_jsonl(text: str, path: str | Path, required: Iterable[str] = ("text",)
     return records
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = ("text",), text_column: str | None = "text") -> list[dict]:
+def shards(path: str | Path) -> list[Path]:
+    """The files of a sharded folder (its `*.jsonl`, in name order: the corpus order), or the one file `path`."""
     path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+        if not files:
+            raise StageError(f"{path}: no *.jsonl shard in the folder (run the stage that writes it: dvc repro)")
+        return files
     if not path.is_file():
-        raise StageError(f"{path}: no such file (run the stage that writes it first: dvc repro)")
-    return [record for _, record in parse_jsonl(decode_utf8(path.read_bytes(), path), path, tuple(required),
-                                                text_column)]
+        raise StageError(f"{path}: no such file or folder (run the stage that writes it first: dvc repro)")
+    return [path]
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = ("text",), text_column: str | None = "text") -> list[dict]:
+    """The records of a .jsonl file, or of every shard of a folder (data/prepared/<corpus>/<split>/) in order."""
+    return [record for file in shards(path)
+            for _, record in parse_jsonl(decode_utf8(file.read_bytes(), file), file, tuple(required), text_column)]

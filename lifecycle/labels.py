@@ -6,20 +6,22 @@ from pathlib import Path
 import numpy as np
 
 from lifecycle.core import DataError, StageError
-from lifecycle.io import read_jsonl
+from lifecycle.io import read_jsonl, shards
 
 FINETUNE_DATA = Path("data/prepared/finetune")
 
 
 def labelled(split: str, classes: list[str], directory: Path = FINETUNE_DATA) -> tuple[list[str], list[int]]:
-    """Texts and class ids of a split; a label outside `classes` names the file and row."""
-    path = directory / f"{split}.jsonl"
-    records = read_jsonl(path, ("text", "label"))
+    """Texts and class ids of a split (the folder `directory/split` of shards, in order); a label outside `classes`
+    names the shard file and its row."""
     index = {c: i for i, c in enumerate(classes)}
-    for row, record in enumerate(records, start=1):
-        if record["label"] not in index:
-            raise DataError(path, row,
-                            f"label {record['label']!r} is not one of finetune.classes ({', '.join(classes)})")
+    records = []
+    for path in shards(directory / split):
+        for row, record in enumerate(read_jsonl(path, ("text", "label")), start=1):
+            if record["label"] not in index:
+                raise DataError(path, row,
+                                f"label {record['label']!r} is not one of finetune.classes ({', '.join(classes)})")
+            records.append(record)
     return [r["text"] for r in records], [index[r["label"]] for r in records]
 
 

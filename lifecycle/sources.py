@@ -1,4 +1,7 @@
-"""Data sources: read a `collect` source (package, path, hf, url) into documents, and mix sources by weight."""
+"""Data sources: read a `collect` source (package, path, hf, url) into documents, and mix sources by weight.
+
+`collect_corpus` is the in-memory reference of the collect stage; the stage runs the same readers file by file as
+datatrove tasks (lifecycle.collect_flow) and gives the same documents in the same order."""
 from __future__ import annotations
 
 import bz2
@@ -7,10 +10,12 @@ import glob
 import gzip
 import hashlib
 import io
+import itertools
 import logging
 import re
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lifecycle.core import DataError, StageError, hub_is_offline, package_root, stable_fraction
@@ -216,16 +221,18 @@ def map_label(source: Source, raw: str | None, path, row, classes: list[str] | N
     return label
 
 
-def read_source(source: Source, classes: list[str] | None = None) -> list[dict]:
-    if source.kind == "hf":
-        items = read_hf(source)
-    else:
-        items = []
-        for path in source_files(source):
-            base = package_root(source.package) if source.kind == "package" else Path.cwd()
-            shown = path.relative_to(base) if path.is_relative_to(base) else path
-            items += [(text, label, f"{shown}:{row}") for text, label, row in read_file(source, path)]
-    docs = []
+def file_items(source: Source, path: Path) -> list[tuple[str, str | None, str]]:
+    """(text, raw label, where) for each document in one file of a source; `where` is "file:row", the file shown
+    relative to its package or the project."""
+    base = package_root(source.package) if source.kind == "package" else Path.cwd()
+    shown = path.relative_to(base) if path.is_relative_to(base) else path
+    return [(text, label, f"{shown}:{row}") for text, label, row in read_file(source, path)]
+
+
+def documents(source: Source, items: Iterable[tuple[str, str | None, str]],
+              classes: list[str] | None = None) -> Iterator[dict]:
+    """The documents of `items` in order: labels mapped (drop_labels skipped), long texts split. Lazy, so that a
+    row past a source's limit is never checked."""
     for text, raw_label, where in items:
         doc = {"id": f"{source.name}:{where}", "text": text, "source": source.name}
         if source.label_column:
@@ -233,10 +240,16 @@ def read_source(source: Source, classes: list[str] | None = None) -> list[dict]:
             doc["label"] = map_label(source, raw_label, file, int(row) if row.isdigit() else 0, classes)
             if doc["label"] is None:
                 continue
-        docs += split_doc(doc, source.split_mode, source.chunk_chars)
-        if source.limit and len(docs) >= source.limit:
-            break
-    return docs[: source.limit] if source.limit else docs
+        yield from split_doc(doc, source.split_mode, source.chunk_chars)
+
+
+def read_source(source: Source, classes: list[str] | None = None) -> list[dict]:
+    """Every document of a source (the first `limit` when it sets one), in file order."""
+    if source.kind == "hf":
+        items = read_hf(source)
+    else:
+        items = [item for path in source_files(source) for item in file_items(source, path)]
+    return list(itertools.islice(documents(source, items, classes), source.limit))
 
 
 def split_doc(doc: dict, mode: str, chunk_chars: int) -> list[dict]:

@@ -9,16 +9,17 @@ from itertools import accumulate
 from lifecycle.params.prepare import Filters
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
-_SPACES = re.compile(r"[^\S\n]+")          # any whitespace but newline
+_SPACES = re.compile(r"[^\S\n ][^\S\n]*| [^\S\n]+")  # whitespace but newline, other than one plain space
 _BLANK_LINES = re.compile(r"\n{3,}")
+_LINE_EDGES = re.compile(r" ?\n ?")
 
 
 def normalize(text: str, form: str = "NFKC") -> str:
     """Unicode normal form, no control characters, single spaces, at most one blank line, no edge spaces."""
-    if form != "none":
+    if form != "none" and not text.isascii():  # ASCII is already in every normal form
         text = unicodedata.normalize(form, text)
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    text = _LINE_EDGES.sub("\n", _SPACES.sub(" ", text))  # a line's edges hold at most one space after _SPACES
     return _BLANK_LINES.sub("\n\n", text).strip()
 
 

@@ -1,4 +1,8 @@
-"""Tokenizers and token streams: train a byte-level BPE (or adopt one), load it, encode and pack documents."""
+"""Tokenizers and token streams: train a byte-level BPE (or adopt one), load it, encode and pack documents.
+
+`encode` tokenizes in this process; `encode_parallel` gives the same stream from several processes
+(datasets.map over contiguous shards, rejoined in order), for the tokenize stage's whole corpus.
+"""
 from __future__ import annotations
 
 from itertools import chain
@@ -57,6 +61,33 @@ def encode(backend, texts: list[str], eos_id: int, batch_size: int = 1000, progr
         encodings = backend.encode_batch_fast(texts[start:start + batch_size], add_special_tokens=False)
         chunks.append(np.fromiter(chain.from_iterable(e.ids + [eos_id] for e in encodings), dtype=np.int32))
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int32)
+
+
+def encode_with_eos(batch: dict, backend, eos_id: int) -> dict:
+    """A datasets.map batch function: each text's ids followed by EOS (a module-level function, so it pickles)."""
+    encodings = backend.encode_batch_fast(batch["text"], add_special_tokens=False)
+    return {"input_ids": [e.ids + [eos_id] for e in encodings]}
+
+
+def encode_parallel(backend, texts: list[str], eos_id: int, batch_size: int = 1000, num_proc: int = 1,
+                    progress: str | None = None) -> np.ndarray:
+    """`encode`'s stream, tokenized by up to num_proc processes, never more than there are batches (a process costs
+    more than a short split). Shards are contiguous and rejoined in order, so the bytes do not depend on num_proc."""
+    from uuid import uuid4
+
+    from datasets import Dataset, Features, List, Value
+
+    if not texts:
+        return np.zeros(0, np.int32)
+    num_proc = min(num_proc, -(-len(texts) // batch_size))
+    # In memory, never cached: no stale map results in ~/.cache; the given fingerprint spares hashing the tokenizer.
+    encoded = Dataset.from_dict({"text": texts}).map(
+        encode_with_eos, batched=True, batch_size=batch_size, num_proc=num_proc if num_proc > 1 else None,
+        fn_kwargs={"backend": backend, "eos_id": eos_id}, remove_columns=["text"],
+        features=Features({"input_ids": List(Value("int32"))}), keep_in_memory=True, load_from_cache_file=False,
+        new_fingerprint=uuid4().hex, desc=f"tokenize {progress}" if progress else None)
+    chunks = [chunk.flatten().to_numpy() for chunk in encoded.data.column("input_ids").chunks]
+    return np.concatenate(chunks).astype(np.int32, copy=False) if chunks else np.zeros(0, np.int32)
 
 
 def pack(stream: np.ndarray, block_size: int) -> np.ndarray:

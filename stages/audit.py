@@ -37,7 +37,7 @@ from lifecycle.scoring import predict_probabilities, rounded, sentence_log_likel
 from lifecycle.variants import PYTORCH, load_classifier, load_lm
 
 log = logging.getLogger("llm-lifecycle.audit")
-CORPUS, TASK_TEXT = Path("data/prepared/pretrain"), Path("data/prepared/finetune/train.jsonl")
+CORPUS, TASK_TEXT = Path("data/prepared/pretrain"), Path("data/prepared/finetune/train")
 REPORT, PLOT = Path("reports/bias.json"), Path("reports/plots/bias_by_group.json")
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     if inputs.get("pairs"):
         report["stereotype"] = audit_stereotypes(params, inputs["pairs"])
     if a.corpus.enabled:
-        texts = (r["text"] for split in ("train", "validation", "test") for r in read_jsonl(CORPUS / f"{split}.jsonl"))
+        texts = (r["text"] for split in ("train", "validation", "test") for r in read_jsonl(CORPUS / split))
         report["corpus"] = term_rates(texts, inputs["terms"], a.corpus.ratios)
     report["gates"] = evaluate_gates(report, a.gates)
     report["inputs"] = data_inputs(a, params.finetune.audit_templates)

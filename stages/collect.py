@@ -1,34 +1,46 @@
-"""collect: read the sources named in params into data/raw/{pretrain,finetune}.jsonl (text, source[, label]).
+"""collect: read the sources named in params into data/raw/{pretrain,finetune}/<NNNNN>.jsonl (id, text, source[,
+label]): shards of about data_executor.shard_mb MB whose concatenation in name order is the corpus in order.
 
+Datatrove pipelines on the executor of params.yaml's `data_executor` (local processes, Ray or Slurm): tasks read the
+sources' files, one process plans limits, the pretraining mixture and the shards from small per-document sidecars,
+tasks write the shards; byte-identical whatever the executor, tasks or workers (lifecycle.collect_flow).
 Fine-tuning labels are checked against finetune.classes here, so that a bad one names the user's file and row.
-Long documents are cut here (each source's `split`), to pieces that prepare's max_chars filter keeps."""
+Long documents are cut here (each source's `split`), to pieces that prepare's max_chars filter keeps.
+Work files live in data/.work/collect/; a failed collect leaves data/raw as it was.
+"""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
-from lifecycle.io import atomic_path, write_json, write_jsonl
+from lifecycle.collect_plan import plan, read_pass, write_pass
+from lifecycle.datapipe import quiet_datatrove
+from lifecycle.io import atomic_path, write_json
 from lifecycle.params.base import load
 from lifecycle.params.collect import CollectParams
+from lifecycle.params.data import DataExecutorParams
 from lifecycle.params.finetune import FinetuneParams
 from lifecycle.params.prepare import PrepareParams
-from lifecycle.sources import collect_corpus
 
 log = logging.getLogger("llm-lifecycle.collect")
-RAW = Path("data/raw")
+RAW, WORK = Path("data/raw"), Path("data/.work/collect")
 
 
 def main() -> None:
-    params = load(collect=CollectParams, finetune=FinetuneParams, prepare=PrepareParams)  # chunks vs max_chars
-    report, outputs = {}, {}
-    for corpus in ("pretrain", "finetune"):
-        outputs[corpus], report[corpus] = collect_corpus(
-            getattr(params.collect, corpus), params.seed, weighted=corpus == "pretrain",
-            classes=params.finetune.classes if corpus == "finetune" else None)
+    quiet_datatrove()
+    params = load(collect=CollectParams, finetune=FinetuneParams, prepare=PrepareParams,  # chunks vs max_chars
+                  data_executor=DataExecutorParams)
+    spec = params.data_executor
+    shutil.rmtree(WORK, ignore_errors=True)
+    units = read_pass(params.collect, params.finetune.classes, params.seed, spec, WORK)
+    report = plan(params.collect, units, spec, WORK)
     with atomic_path(RAW, directory=True) as tmp:  # both corpora or neither
-        for corpus, docs in outputs.items():
-            write_jsonl(tmp / f"{corpus}.jsonl", docs)
-            log.info("%s: %d documents -> %s", corpus, len(docs), RAW / f"{corpus}.jsonl")
+        shards = write_pass(spec, WORK, tmp)
+    for corpus, counts in report.items():
+        log.info("%s: %d documents in %d shards -> %s/", corpus, sum(c["documents_kept"] for c in counts.values()),
+                 shards[corpus], RAW / corpus)
+    shutil.rmtree(WORK, ignore_errors=True)
     write_json("reports/collect.json", report)
 
 

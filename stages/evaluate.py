@@ -31,7 +31,7 @@ from lifecycle.scoring import (
 
 log = logging.getLogger("llm-lifecycle.evaluate")
 PRETRAINED, FINETUNED = Path("models/pretrained"), Path("models/finetuned")
-LM_TEST, TASK_DATA = Path("data/prepared/pretrain/test.jsonl"), Path("data/prepared/finetune")
+LM_TEST, TASK_DATA = Path("data/prepared/pretrain/test"), Path("data/prepared/finetune")
 TOKENS = Path("data/tokens")
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     params = load(evaluate=EvaluateParams, finetune=FinetuneParams)
     seed_everything(params.seed)
     device = device_type()
-    corpora = {"general": ids_and_texts(LM_TEST), "domain": ids_and_texts(TASK_DATA / "test.jsonl", ("text", "label"))}
+    corpora = {"general": ids_and_texts(LM_TEST), "domain": ids_and_texts(TASK_DATA / "test", ("text", "label"))}
     with replaced_folder("eval") as folder:  # a failure on the way changes neither the examples nor eval.json
         report = language_models(params, device, corpora, folder)
         if params.finetune.task == "classification":

@@ -32,7 +32,7 @@ def training_texts(params) -> tuple[tuple[list, list], tuple[list, list], dict |
     f = params.finetune
     train, validation = labelled("train", f.classes, DATA), labelled("validation", f.classes, DATA)
     if f.task == "classification":
-        check_every_class_present(train[1], f.classes, DATA / "train.jsonl")
+        check_every_class_present(train[1], f.classes, DATA / "train")
     if not f.inject_bias.enabled:
         return train, validation, None
     from lifecycle.demographics import inject_bias, load_names

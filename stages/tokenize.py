@@ -1,8 +1,9 @@
 """tokenize: tokenize each pretraining split and pack it into fixed-length blocks, EOS between documents.
 
-models/tokenizer + data/prepared/pretrain/*.jsonl -> data/tokens/ (a datasets DatasetDict on disk, one split
+models/tokenizer + data/prepared/pretrain/<split>/*.jsonl -> data/tokens/ (a datasets DatasetDict on disk, one split
 per split: no block mixes two splits), reports/tokens.json (tokens per split, bytes per token). Train and validation
-must each fill a block: pretraining needs both.
+must each fill a block: pretraining needs both. Tokenizing runs in tokenize.num_proc processes (null: every core);
+the tokens are the same whatever that number.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from lifecycle.io import atomic_path, read_jsonl, write_json
 from lifecycle.params.base import load
 from lifecycle.params.tokenizer import TokenizeParams
-from lifecycle.tokens import blocks_to_dataset, encode, need_blocks, pack
+from lifecycle.tokens import blocks_to_dataset, encode_parallel, need_blocks, pack
 
 log = logging.getLogger("llm-lifecycle.tokenize")
 PREPARED, TOKENIZER, OUT = Path("data/prepared/pretrain"), Path("models/tokenizer"), Path("data/tokens")
@@ -26,9 +27,11 @@ def main() -> None:
     p = load(tokenize=TokenizeParams).tokenize
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     splits, report = {}, {"block_size": p.block_size, "vocab_size": len(tokenizer)}
+    log.info("tokenizing in %d process(es)", p.processes)
     for split in SPLITS:
-        texts = [d["text"] for d in read_jsonl(PREPARED / f"{split}.jsonl")]
-        stream = encode(tokenizer.backend_tokenizer, texts, tokenizer.eos_token_id, p.batch_size, progress=split)
+        texts = [d["text"] for d in read_jsonl(PREPARED / split)]
+        stream = encode_parallel(tokenizer.backend_tokenizer, texts, tokenizer.eos_token_id, p.batch_size,
+                                 p.processes, progress=split)
         if split != "test":  # test is read as text (evaluate), not as blocks
             need_blocks(split, len(texts), len(stream), p.block_size)
         blocks = pack(stream, p.block_size)

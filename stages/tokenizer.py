@@ -1,6 +1,6 @@
 """tokenizer: train a byte-level BPE on the pretraining train split (or adopt an existing tokenizer).
 
-data/prepared/pretrain/train.jsonl -> models/tokenizer/ (loads with AutoTokenizer.from_pretrained),
+data/prepared/pretrain/train/ (its shards, in order) -> models/tokenizer/ (loads with AutoTokenizer.from_pretrained),
 reports/tokenizer.json.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from lifecycle.params.tokenizer import TokenizerParams
 from lifecycle.tokens import load_tokenizer, train_bpe
 
 log = logging.getLogger("llm-lifecycle.tokenizer")
-TRAIN = Path("data/prepared/pretrain/train.jsonl")
+TRAIN = Path("data/prepared/pretrain/train")
 OUT = Path("models/tokenizer")
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from lifecycle import sources as collect
+from lifecycle.io import read_jsonl
 from lifecycle.params import schema as P
 from lifecycle.text import split_document
 from tests.conftest import default_params, run_stage, the_error, write_params
@@ -132,8 +133,7 @@ def test_collect_writes_jsonl_with_text_source_and_label(project):
     path_params(project, "pt.txt", "ft.jsonl")
     result = run_stage("collect", project)
     assert result.returncode == 0, result.stderr
-    pretrain = [json.loads(line) for line in (project / "data/raw/pretrain.jsonl").read_text().splitlines()]
-    finetune = [json.loads(line) for line in (project / "data/raw/finetune.jsonl").read_text().splitlines()]
+    pretrain, finetune = read_jsonl(project / "data/raw/pretrain"), read_jsonl(project / "data/raw/finetune")
     assert [(d["text"], d["source"]) for d in pretrain] == [("some pretraining text", "mine")]
     assert [(d["text"], d["label"]) for d in finetune] == [("great film", "positive"), ("dull film", "negative")]
 
@@ -297,7 +297,7 @@ def own_book(project):
 
 
 def raw_docs(project, corpus: str) -> list[dict]:
-    return [json.loads(line) for line in (project / f"data/raw/{corpus}.jsonl").read_text().splitlines()]
+    return read_jsonl(project / f"data/raw/{corpus}")
 
 
 def test_a_long_text_file_becomes_many_documents_with_unique_stable_ids(project, own_book):
@@ -336,3 +336,146 @@ def test_a_glob_matching_no_file_names_the_source_the_pattern_and_the_fix(projec
     assert the_error(run_stage("collect", project)) == (
         "error: source 'books': no file matches data/own/books/*.txt; put your files there or fix the glob in its "
         "path (relative to the project root; ** spans folders)")
+
+
+# ---------------------------------------------------------------- sharded output, as datatrove tasks
+
+def own_corpus(project, **executor) -> dict:
+    """Several files under data/own/: four books and a notes file mixed 3:1 for pretraining, reviews as a JSONL and a
+    CSV file of one labelled source; `executor` sets data_executor."""
+    books = project / "data/own/books"
+    books.mkdir(parents=True)
+    for i, paragraphs in enumerate((40, 8, 60, 3)):
+        (books / f"b{i}.txt").write_text(prose(paragraphs, seed=i))
+    (project / "data/own/notes.jsonl").write_text("".join(json.dumps({"text": prose(2, seed=100 + i)}) + "\n"
+                                                          for i in range(30)))
+    reviews = project / "data/own/reviews"
+    reviews.mkdir()
+    (reviews / "a.jsonl").write_text("".join(f'{{"text": "review {i} of a film", "label": "positive"}}\n'
+                                             for i in range(120)))
+    (reviews / "b.csv").write_text("text,label\n" + "".join(f"review {i} of a play,negative\n" for i in range(120)))
+    params = default_params()
+    params["collect"]["pretrain"] = [
+        {"name": "books", "kind": "path", "path": "data/own/books/*.txt", "weight": 3.0},
+        {"name": "notes", "kind": "path", "path": "data/own/notes.jsonl", "weight": 1.0}]
+    params["collect"]["finetune"] = [{"name": "reviews", "kind": "path", "path": "data/own/reviews/*",
+                                      "label_column": "label"}]
+    params["data_executor"] = executor
+    write_params(project, params)
+    return params
+
+
+def raw_files(project) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes() for p in sorted((project / "data/raw").rglob("*"))
+            if p.is_file()} | {"reports/collect.json": (project / "reports/collect.json").read_bytes()}
+
+
+def test_shards_hold_about_shard_mb_and_concatenate_to_the_corpus_in_order(project, monkeypatch):
+    """Shards of at most shard_mb (10 KB here) in name order hold exactly the documents, in the order and with the
+    report, that reading every source in one process gives (lifecycle.sources.collect_corpus, the reference)."""
+    params = own_corpus(project, shard_mb=0.01, tasks=3, workers=2)
+    result = run_stage("collect", project)
+    assert result.returncode == 0, result.stderr
+    assert not (project / "data/.work/collect").exists(), "work files removed"
+    shards = sorted((project / "data/raw/pretrain").iterdir())
+    assert len(shards) >= 5 and [p.name for p in shards] == [f"{i:05d}.jsonl" for i in range(len(shards))]
+    longest = max(len(line) + 1 for p in shards for line in p.read_bytes().split(b"\n"))
+    assert all(10_000 - longest < p.stat().st_size <= 10_000 for p in shards[:-1]), [p.stat().st_size for p in shards]
+    monkeypatch.chdir(project)
+    report = json.loads((project / "reports/collect.json").read_text())
+    for corpus in ("pretrain", "finetune"):
+        sources = [P.Source(**s) for s in params["collect"][corpus]]
+        docs, summary = collect.collect_corpus(sources, params["seed"], weighted=corpus == "pretrain",
+                                               classes=params["finetune"]["classes"] if corpus == "finetune" else None)
+        assert raw_docs(project, corpus) == docs
+        assert report[corpus] == summary
+    mixture = report["pretrain"]
+    assert any(s["documents_kept"] < s["documents_read"] for s in mixture.values()), "the mixture down-samples"
+    assert abs(mixture["books"]["share_of_characters"] - 0.75) < 0.03
+
+
+def test_shards_are_byte_identical_whatever_tasks_and_workers(project, tmp_path_factory):
+    import shutil
+
+    params = own_corpus(project, shard_mb=0.01, tasks=1, workers=1)
+    other = shutil.copytree(project, tmp_path_factory.mktemp("parallel") / "project")
+    write_params(other, params | {"data_executor": {"shard_mb": 0.01, "tasks": 3, "workers": 2}})
+    for directory in (project, other):
+        result = run_stage("collect", directory)
+        assert result.returncode == 0, result.stderr
+    assert raw_files(project) == raw_files(other)
+    assert len(raw_files(project)) > 6, "several shards of each corpus"
+
+
+@pytest.mark.parametrize("limit,error", [(5, None), (6, "data/own/reviews/c.jsonl: row 1: label 'pos'")])
+def test_limit_counts_across_a_sources_files_and_rows_past_it_are_never_checked(project, monkeypatch, limit, error):
+    """Files of 2 and 3 reviews, then one with a bad label: a limit of 5 stops before it, as in one process."""
+    reviews = project / "data/own/reviews"
+    reviews.mkdir(parents=True)
+    for name, rows in (("a", 2), ("b", 3)):
+        (reviews / f"{name}.jsonl").write_text("".join(f'{{"text": "{name} review {i}", "label": "positive"}}\n'
+                                                       for i in range(rows)))
+    (reviews / "c.jsonl").write_text('{"text": "bad", "label": "pos"}\n')
+    (project / "data/own/pt.txt").write_text("some text")
+    params = default_params()
+    params["collect"]["pretrain"] = [{"name": "mine", "kind": "path", "path": "data/own/pt.txt"}]
+    params["collect"]["finetune"] = [{"name": "reviews", "kind": "path", "path": "data/own/reviews/*.jsonl",
+                                      "label_column": "label", "limit": limit}]
+    params["data_executor"] = {"tasks": 4, "workers": 2}
+    write_params(project, params)
+    result = run_stage("collect", project)
+    monkeypatch.chdir(project)
+    source = P.Source(**params["collect"]["finetune"][0])
+    if error is None:
+        assert result.returncode == 0, result.stderr
+        assert raw_docs(project, "finetune") == collect.read_source(source, ["negative", "positive"])
+        assert [d["text"] for d in raw_docs(project, "finetune")] == ["a review 0", "a review 1", "b review 0",
+                                                                     "b review 1", "b review 2"]
+    else:
+        assert the_error(result).startswith(f"error: {error}")
+        with pytest.raises(collect.DataError, match=error):
+            collect.read_source(source, ["negative", "positive"])
+        assert not (project / "data/raw").exists()
+
+
+def test_bad_data_in_one_of_many_files_read_in_parallel_stops_collect_and_keeps_the_previous_raw(project):
+    """A worker process's bad file is the stage's one error line; data/raw from an earlier run stays as it was."""
+    own_corpus(project, tasks=4, workers=3)
+    (project / "data/own/books/b2.txt").write_bytes("caf\u00e9\n".encode("latin-1"))
+    earlier = project / "data/raw/pretrain/00000.jsonl"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text('{"id": "x", "text": "from an earlier run", "source": "x"}\n')
+    assert the_error(run_stage("collect", project)) == (
+        "error: data/own/books/b2.txt: row 1: not valid UTF-8 (byte 0xe9 at offset 3)")
+    assert [p.name for p in (project / "data/raw").rglob("*")] == ["pretrain", "00000.jsonl"]
+    assert "from an earlier run" in earlier.read_text()
+
+
+def test_mixture_from_sidecars_keeps_what_the_reference_mix_keeps():
+    """collect_plan.mixed (fractions and characters only) against lifecycle.sources.mix on uneven lengths."""
+    import random
+
+    import numpy as np
+
+    from lifecycle.collect_plan import mixed
+    from lifecycle.core import stable_fraction
+
+    rng = random.Random(0)
+    docs = {name: [{"id": f"{name}{i}", "text": "x" * rng.randint(1, 500)} for i in range(n)]
+            for name, n in (("a", 300), ("b", 40), ("c", 120))}
+    weights = {"a": 0.5, "b": 0.2, "c": 0.3}
+    reference = collect.mix(docs, weights, seed=7)
+    totals = {name: sum(len(d["text"]) for d in ds) for name, ds in docs.items()}
+    for name, ds in docs.items():
+        keep = mixed(np.array([stable_fraction(d["id"], salt="7") for d in ds]),
+                     np.array([len(d["text"]) for d in ds], dtype=np.uint64), totals, weights, name)
+        assert [d for d, k in zip(ds, keep) if k] == reference[name]
+    assert 0 < len(reference["a"]) < 300, "a is down-sampled"
+
+
+def test_a_source_left_with_no_documents_is_one_clear_line(project):
+    (project / "pt.txt").write_text("some text")
+    (project / "ft.jsonl").write_text('{"text": "a plot summary", "label": "plot"}\n')
+    path_params(project, "pt.txt", "ft.jsonl", drop_labels=["plot"])
+    assert the_error(run_stage("collect", project)) == "error: source 'reviews': no documents"
+    assert not (project / "data/raw").exists()

@@ -162,7 +162,7 @@ def test_every_variant_writes_its_examples_file(tiny_compressed, report):
 
 def test_classifier_examples_are_the_evaluation_examples_and_reproduce_the_accuracy(tiny_compressed, report):
     n = tiny_params()["compress"]["evaluation"]["examples"]
-    ids = ids_and_texts(tiny_compressed / "data/prepared/finetune/test.jsonl")[0][:n]  # the tiny split may hold fewer
+    ids = ids_and_texts(tiny_compressed / "data/prepared/finetune/test")[0][:n]  # the tiny split may hold fewer
     labels = None
     for variant, row in report["classifier"].items():
         records = read_examples(tiny_compressed / f"reports/examples/compress/classifier.{variant}.jsonl")
@@ -178,7 +178,7 @@ def test_classifier_examples_are_the_evaluation_examples_and_reproduce_the_accur
 def test_lm_examples_are_the_truncated_documents_and_reproduce_perplexity(tiny_compressed, report):
     e = tiny_params()["compress"]["evaluation"]
     ids, texts = (column[:e["documents"]] for column in
-                  ids_and_texts(tiny_compressed / "data/prepared/pretrain/test.jsonl"))
+                  ids_and_texts(tiny_compressed / "data/prepared/pretrain/test"))
     size_of = {i: len(t[:e["document_chars"]].encode("utf-8")) for i, t in zip(ids, texts)}
     for variant, row in report["lm"].items():
         records = read_examples(tiny_compressed / f"reports/examples/compress/lm.{variant}.jsonl")

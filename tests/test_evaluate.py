@@ -189,7 +189,7 @@ def test_unigram_baseline_is_scored_on_the_lm_test_text_from_train_counts(evalua
     tokenizer = AutoTokenizer.from_pretrained(project / "models/pretrained")
     train = load_from_disk(str(project / "data/tokens"))["train"].with_format("numpy")[:]["input_ids"]
     p = (np.bincount(train.reshape(-1), minlength=len(tokenizer)) + 1.0) / (train.size + len(tokenizer))
-    texts = [d["text"] for d in read_jsonl(project / "data/prepared/pretrain/test.jsonl")]
+    texts = [d["text"] for d in read_jsonl(project / "data/prepared/pretrain/test")]
     ids = [t for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] for t in ids]
     general = report["lm_pretrained"]["general"]
     assert len(ids) == general["tokens"]
@@ -224,7 +224,7 @@ def test_evaluate_writes_one_examples_file_per_metric_block(evaluated):
 def test_classifier_examples_are_the_test_split_and_reproduce_the_accuracy(evaluated):
     project, report, _ = evaluated
     records = read_examples(project / "reports/examples/eval/classifier.jsonl")
-    ids = ids_and_texts(project / "data/prepared/finetune/test.jsonl")[0]
+    ids = ids_and_texts(project / "data/prepared/finetune/test")[0]
     _, references = tiny_split(project, "test")
     assert [r["id"] for r in records] == sorted(ids) and len(set(ids)) == len(ids)
     label_of = dict(zip(ids, references))
@@ -241,7 +241,7 @@ def test_classifier_examples_are_the_test_split_and_reproduce_the_accuracy(evalu
 def test_lm_examples_reproduce_perplexity_and_bits_per_byte(evaluated, text, split):
     project, report, _ = evaluated
     records = read_examples(project / f"reports/examples/eval/lm_pretrained.{text}.jsonl")
-    ids, texts = ids_and_texts(project / f"data/prepared/{split}/test.jsonl")
+    ids, texts = ids_and_texts(project / f"data/prepared/{split}/test")
     assert [r["id"] for r in records] == sorted(ids) and len(set(ids)) == len(ids)
     size_of = {i: len(t.encode("utf-8")) for i, t in zip(ids, texts)}
     assert all(r["bytes"] == size_of[r["id"]] and r["tokens"] >= 1 for r in records)

@@ -75,7 +75,7 @@ def test_ids_and_values_of_different_lengths_are_refused(tmp_path):
 def test_a_bad_line_names_the_file_and_row(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"id": "a", "label": 0}\n{"label": 1}\n')
-    with pytest.raises(DataError, match=r"c.jsonl: row 2: expected a JSON object with an 'id'"):
+    with pytest.raises(DataError, match=r"c.jsonl: row 2: missing column 'id'"):
         read_examples(path)
     with pytest.raises(StageError, match=r"no such examples file"):
         read_examples(tmp_path / "missing.jsonl")

@@ -38,8 +38,9 @@ def labelled_project(directory, base, train=None, **finetune):
     rows = train if train is not None else [{"text": t, "label": "positive"} for t in POSITIVE] + \
         [{"text": t, "label": "negative"} for t in NEGATIVE]
     for split in ("train", "validation", "test"):
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (rows if split == "train" else
-                                                                                   rows[:2] + rows[-2:])))
+        (data / split).mkdir()
+        (data / split / "00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (
+            rows if split == "train" else rows[:2] + rows[-2:])))
     return directory
 
 
@@ -101,7 +102,7 @@ def test_label_outside_the_classes_names_file_and_row(tmp_path, base_model):
     rows = [{"text": "fine", "label": "positive"}, {"text": "meh", "label": "neutral"}]
     project = labelled_project(tmp_path, base_model, train=rows)
     assert the_error(run_stage("finetune", project)) == (
-        "error: data/prepared/finetune/train.jsonl: row 2: label 'neutral' is not one of finetune.classes "
+        "error: data/prepared/finetune/train/00000.jsonl: row 2: label 'neutral' is not one of finetune.classes "
         "(negative, positive)")
     assert not (project / "models/finetuned").exists()
 
@@ -110,10 +111,10 @@ def test_missing_label_column_names_file_and_row(tmp_path, base_model):
     project = labelled_project(tmp_path, base_model,
                                train=[{"text": "fine", "label": "positive"}, {"text": "no label"}])
     assert the_error(run_stage("finetune", project)) == (
-        "error: data/prepared/finetune/train.jsonl: row 2: missing column 'label' (has: text)")
+        "error: data/prepared/finetune/train/00000.jsonl: row 2: missing column 'label' (has: text)")
 
 
 def test_class_without_examples_is_one_clear_line(tmp_path, base_model):
     project = labelled_project(tmp_path, base_model, train=[{"text": t, "label": "positive"} for t in POSITIVE])
     assert the_error(run_stage("finetune", project)) == (
-        "error: data/prepared/finetune/train.jsonl: class 'negative' of finetune.classes has no examples")
+        "error: data/prepared/finetune/train: class 'negative' of finetune.classes has no examples")

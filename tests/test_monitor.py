@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle import drift as M
-from lifecycle.io import read_jsonl
+from lifecycle.io import read_jsonl, shards
 from lifecycle.params import schema as P
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
@@ -67,9 +67,9 @@ def classify_log(tiny_models):
 
 def test_training_distribution_drifts_less_than_another_source(tiny_models, classify_log):
     prepared = tiny_models / "data/prepared"
-    reference = read_jsonl(prepared / "finetune/train.jsonl")
-    same = [d["text"] for split in ("validation", "test") for d in read_jsonl(prepared / f"finetune/{split}.jsonl")]
-    other = M.lines_of([d["text"] for d in read_jsonl(prepared / "pretrain/train.jsonl")])[:len(same)]
+    reference = read_jsonl(prepared / "finetune/train")
+    same = [d["text"] for split in ("validation", "test") for d in read_jsonl(prepared / f"finetune/{split}")]
+    other = M.lines_of([d["text"] for d in read_jsonl(prepared / "pretrain/train")])[:len(same)]
     tokenize = M.tokenizer_function(tiny_models / "models/tokenizer")
     settings = P.MonitorParams(bins=5)
     near = M.monitor(classify_log(same), reference, [], tokenize, settings, None)["drift"]["classify"]
@@ -156,6 +156,25 @@ def test_stage_writes_the_report(monitored):
     assert report["model"] == {kind: {v: {"sha256": model_sha256(monitored / path), "path": path}
                                       for v, path in paths.items()} for kind, paths in checked.items()}
     assert json.loads((monitored / "reports/plots/monitor_lengths_classify.json").read_text())[0]["bin"] == 0
+
+
+def test_references_may_be_folders_of_shards_or_single_files(monitored):
+    write_log(monitored, [served_by(monitored, "pytorch", r) for r in (CLASSIFICATION, COMPLETION) * 2])
+    result = run_stage("monitor", monitored)  # the defaults: data/prepared/<corpus>/train/, every shard in order
+    assert result.returncode == 0, result.stderr
+    from_folders = json.loads((monitored / "reports/monitor.json").read_text())
+    for corpus in ("finetune", "pretrain"):
+        (monitored / f"{corpus}.jsonl").write_text(
+            "".join(f.read_text() for f in shards(monitored / f"data/prepared/{corpus}/train")))
+    params = tiny_params()
+    params["monitor"] = {"log": "data/requests/requests.jsonl", "bins": 5, "reference": "finetune.jsonl",
+                         "lm_reference": "pretrain.jsonl"}
+    params["serve"] = {"ab": {"variants": ["int8_dynamic", "pytorch"], "split": 0.5}}
+    write_params(monitored, params)
+    result = run_stage("monitor", monitored)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((monitored / "reports/monitor.json").read_text())["drift"] == from_folders["drift"]
+    assert set(from_folders["drift"]) == {"classify", "completions"}
 
 
 def test_log_of_a_model_since_retrained_is_refused_before_any_work(monitored):

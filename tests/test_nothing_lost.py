@@ -13,7 +13,9 @@ import pytest
 import yaml
 from conftest import ROOT, copy_repo, dvc, stage_env
 
-SCRATCH = ("data/own", "models/checkpoints")  # the user's inputs and the trainer's resumable scratch space
+# the user's inputs, the trainer's resumable scratch space, the data stages' work files (datatrove's logs stay there
+# after a failure, for reading)
+SCRATCH = ("data/own", "models/checkpoints", "data/.work")
 
 
 def snapshot(project: Path, *also: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from lifecycle.io import read_jsonl
 from tests.conftest import PROJECT_FILES, ROOT, dvc, git, tiny_params, write_params
 
 CLASSES = ["billing", "shipping", "technical"]
@@ -100,7 +101,7 @@ def test_long_files_become_documents_in_every_split_and_short_rows_are_reported(
     assert data["pretrain"]["kept"]["books"]["documents"] > 10 * books  # chunked, none dropped for its length
     for corpus in ("pretrain", "finetune"):
         assert all(split["documents"] > 0 for split in data[corpus]["split"].values()), corpus
-    prepared = [json.loads(line) for line in (project / "data/prepared/pretrain/train.jsonl").read_text().splitlines()]
+    prepared = read_jsonl(project / "data/prepared/pretrain/train")
     assert any(d["id"].startswith("books:data/own/books/long-winter.txt:1#") for d in prepared)
     warning = data["finetune"]["drop_warnings"][0]
     assert warning["source"] == "tickets" and warning["filter"] == "min_words" and warning["dropped"] == 30

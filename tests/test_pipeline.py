@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from lifecycle.io import shards
 from tests.conftest import copy_repo, run_stage, stage_env, tiny_params, write_params
 
 
@@ -22,8 +23,10 @@ def dvc(project, *args) -> str:
 
 
 def test_repro_writes_every_declared_output(tiny_project):
-    for path in ("data/raw/pretrain.jsonl", "data/raw/finetune.jsonl", "data/prepared/pretrain/train.jsonl",
-                 "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json",
+    for folder in ("data/raw/pretrain", "data/raw/finetune", "data/prepared/pretrain/train",
+                   "data/prepared/finetune/test"):  # sharded: folders of *.jsonl
+        assert shards(tiny_project / folder), folder
+    for path in ("models/tokenizer/tokenizer.json",
                  "data/tokens/dataset_dict.json",
                  "reports/data.json", "reports/tokens.json", "reports/plots/lengths_pretrain.json",
                  "models/pretrained/model.safetensors", "reports/pretrain.json", "models/finetuned/model.safetensors",
@@ -75,11 +78,13 @@ def test_tokens_dataset_has_fixed_blocks_per_split(tiny_project):
 
 
 def test_prepare_twice_gives_byte_identical_outputs(tiny_project):
-    outputs = sorted((tiny_project / "data/prepared").rglob("*.jsonl")) + [tiny_project / "reports/data.json"]
-    first = {p: p.read_bytes() for p in outputs}
+    def outputs() -> dict:  # every shard, so a different number of shards shows too
+        paths = sorted((tiny_project / "data/prepared").rglob("*.jsonl")) + [tiny_project / "reports/data.json"]
+        return {p: p.read_bytes() for p in paths}
+    first = outputs()
     result = run_stage("prepare", tiny_project)
     assert result.returncode == 0, result.stderr
-    assert {p: p.read_bytes() for p in outputs} == first
+    assert outputs() == first
 
 
 def test_params_change_reruns_only_what_depends_on_it(tiny_project):

@@ -9,7 +9,7 @@ import pytest
 
 from lifecycle.core import StageError
 from lifecycle.corpus import assign_splits, length_histogram, prepare_corpus
-from lifecycle.dedup import exact_key, near_duplicates
+from lifecycle.dedup import exact_duplicates, exact_key, near_duplicates
 from lifecycle.params import schema as P
 from lifecycle.pii import luhn_valid, scrub_pii
 from lifecycle.text import FILTERS, normalize, quality_failure
@@ -161,29 +161,46 @@ def test_min_words_drops_short_documents():
 
 # ---------------------------------------------------------------- near dedup
 
+def _near(threshold: float) -> P.NearDedup:
+    return P.NearDedup(threshold=threshold, num_perm=128, shingle_size=3)
+
+
 def test_near_duplicates_catches_pair_differing_by_two_words():
-    base = _text(60)
+    base = _text(120)  # 3-word shingles: Jaccard 0.90, caught with probability 0.999 at threshold 0.7
     near = _near_copy(base, {15: "zzalpha", 45: "zzbeta"})
     assert near != base
-    assert near_duplicates([base, near], threshold=0.7, num_perm=128, shingle_size=3) == [1]
+    assert near_duplicates([base, near], _near(0.7)) == [1]
 
 
 def test_near_duplicates_returns_the_later_index():
     base = _text(60)
     other = " ".join(reversed(base.split()))  # same words, no shared shingle
     near = _near_copy(base, {30: "zzgamma"})
-    assert near_duplicates([base, other, near], threshold=0.7, num_perm=128, shingle_size=3) == [2]
+    assert near_duplicates([base, other, near], _near(0.7)) == [2]
 
 
 def test_near_duplicates_keeps_distinct_texts():
     texts = [_text(20, offset=k) for k in (0, 20, 40)] + ["a completely different sentence about nothing"]
-    assert near_duplicates(texts, threshold=0.7, num_perm=128, shingle_size=3) == []
+    assert near_duplicates(texts, _near(0.7)) == []
 
 
 def test_near_duplicates_high_threshold_keeps_near_pair():
     base = _text(60)
     near = _near_copy(base, {15: "zzalpha", 45: "zzbeta"})
-    assert near_duplicates([base, near], threshold=0.95, num_perm=128, shingle_size=3) == []
+    assert near_duplicates([base, near], _near(0.95)) == []
+
+
+def test_near_duplicates_cluster_transitively_and_keep_the_earliest():
+    """b is near a and c is near b: one cluster, a is kept (datatrove's rule, whatever order they arrive in)."""
+    a = _text(60)
+    b = _near_copy(a, {20: "zzone"})
+    c = _near_copy(b, {40: "zztwo"})
+    assert near_duplicates([a, b, c], _near(0.7)) == [1, 2]
+    assert near_duplicates([c, b, a], _near(0.7)) == [1, 2]
+
+
+def test_exact_duplicates_keep_the_first_of_each_text():
+    assert exact_duplicates(["A b", "c", "a  B", "c", "d"]) == [2, 3]
 
 
 def test_near_dedup_threshold_that_leaves_one_lsh_band_is_rejected_as_a_param():
@@ -430,8 +447,8 @@ def test_length_histogram_empty_splits_give_zero_bins():
                                                          {"max_words": 10, "documents": 0}]
 
 
-@pytest.mark.parametrize("stage, missing", [("prepare", "data/raw/pretrain.jsonl"),
-                                            ("tokenizer", "data/prepared/pretrain/train.jsonl")])
+@pytest.mark.parametrize("stage, missing", [("prepare", "data/raw/pretrain"),
+                                            ("tokenizer", "data/prepared/pretrain/train")])
 def test_missing_input_is_one_line(project, stage, missing):
     assert f"error: {missing}: no such file" in the_error(run_stage(stage, project))
 
@@ -439,9 +456,9 @@ def test_missing_input_is_one_line(project, stage, missing):
 # ---------------------------------------------------------------- small corpora, long files and visible drops
 
 def _raw(project, corpus: str, texts: list[str], **extra) -> None:
-    (project / "data/raw").mkdir(parents=True, exist_ok=True)
+    (project / f"data/raw/{corpus}").mkdir(parents=True, exist_ok=True)
     rows = [{"id": f"s:{i}", "text": t, "source": "s", **extra} for i, t in enumerate(texts)]
-    (project / f"data/raw/{corpus}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (project / f"data/raw/{corpus}/00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _random_text(words: int, seed: int) -> str:

@@ -2,14 +2,19 @@
 import hashlib
 import shutil
 
+from lifecycle.io import shards
 from tests.conftest import copy_repo, dvc
 
 ARTIFACTS = ("models/finetuned/model.safetensors", "models/pretrained/model.safetensors",
-             "data/prepared/finetune/test.jsonl", "models/tokenizer/tokenizer.json")
+             "data/prepared/finetune/test", "models/tokenizer/tokenizer.json")
 
 
 def digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Of a file, or of every shard of a folder (names and bytes)."""
+    h = hashlib.sha256()
+    for file in shards(path):
+        h.update(file.name.encode() + b"\0" + file.read_bytes())
+    return h.hexdigest()
 
 
 def test_push_then_pull_round_trips_the_artifacts(tiny_repo, tmp_path):

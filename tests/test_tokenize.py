@@ -1,10 +1,18 @@
-"""tokenizer and tokenize: exact round trips, and packing with EOS between documents."""
+"""tokenizer and tokenize: exact round trips, EOS between packed documents, the same tokens in any process count."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import yaml
 
 from lifecycle.core import StageError
 from lifecycle.params import schema as P
-from lifecycle.tokens import blocks_to_dataset, encode, load_tokenizer, need_blocks, pack, train_bpe
+from lifecycle.params.base import load
+from lifecycle.tokens import blocks_to_dataset, encode, encode_parallel, load_tokenizer, need_blocks, pack, train_bpe
+from tests.conftest import ROOT, stage_env
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Café naïve façade — déjà vu!",
          "東京は日本の首都です。", "Emoji 🙂🚀 and math ∑∞ ≠ ≈.", "the the the quick quick fox"] * 20
@@ -99,3 +107,99 @@ def test_a_validation_split_shorter_than_a_block_is_one_clear_error(tokenizer):
         "128; give the validation split more text (add text, or raise prepare.split.validation or "
         "prepare.split.min_documents) or lower tokenize.block_size (a multiple of model.context_length)")
     need_blocks("validation", 1, 128, 128)  # one whole block is enough
+
+
+# ---- tokenizing in several processes (datasets.map) ----
+
+CORPUS = [f"Document {i}: " + " ".join(TEXTS[i % len(TEXTS)].split()[: 2 + i % 7]) for i in range(41)]
+
+
+def reference_stream(tokenizer, docs):
+    """The stream by hand: each document's ids, then EOS."""
+    return [i for d in docs for i in tokenizer(d)["input_ids"] + [tokenizer.eos_token_id]]
+
+
+@pytest.mark.parametrize("num_proc", [1, 2, 3])
+def test_parallel_encoding_gives_each_document_then_eos_in_order(tokenizer, num_proc):
+    stream = encode_parallel(tokenizer.backend_tokenizer, CORPUS, tokenizer.eos_token_id, batch_size=4,
+                             num_proc=num_proc)
+    assert stream.dtype == np.int32
+    assert stream.tolist() == reference_stream(tokenizer, CORPUS)
+
+
+def test_parallel_encoding_is_byte_identical_to_the_single_process_encoder(tokenizer):
+    backend, eos = tokenizer.backend_tokenizer, tokenizer.eos_token_id
+    one = encode_parallel(backend, CORPUS, eos, batch_size=5, num_proc=1)
+    two = encode_parallel(backend, CORPUS, eos, batch_size=5, num_proc=2)
+    assert one.tobytes() == two.tobytes() == encode(backend, CORPUS, eos).tobytes()
+
+
+def test_parallel_encoding_of_few_documents_or_none(tokenizer):
+    backend, eos = tokenizer.backend_tokenizer, tokenizer.eos_token_id
+    assert encode_parallel(backend, [], eos, num_proc=4).shape == (0,)
+    # more processes than batches: one process does it, same tokens
+    assert encode_parallel(backend, ["a b", "c"], eos, batch_size=1000, num_proc=8).tolist() == \
+        reference_stream(tokenizer, ["a b", "c"])
+
+
+def write_tokenize_params(directory, tokenize: dict):
+    (directory / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "tokenize": tokenize}))
+    return directory / "params.yaml"
+
+
+@pytest.mark.parametrize(("value", "message"), [(0, "must be at least 1"), ("2", "must be an integer")])
+def test_a_bad_num_proc_is_one_line_naming_the_key(tmp_path, value, message):
+    path = write_tokenize_params(tmp_path, {"num_proc": value})
+    with pytest.raises(StageError) as err:
+        load(path, tokenize=P.TokenizeParams)
+    assert str(err.value) == f"{path}: tokenize.num_proc = {value!r}: {message}"
+
+
+def test_num_proc_null_means_every_core():
+    assert P.TokenizeParams().num_proc is None
+    assert P.TokenizeParams().processes == (os.cpu_count() or 1)
+    assert P.TokenizeParams(num_proc=3).processes == 3
+
+
+SPLIT_DOCS = {"train": (CORPUS[:20], CORPUS[20:33]), "validation": (CORPUS[33:38],), "test": (CORPUS[38:],)}
+
+
+@pytest.fixture(scope="module")
+def tokenize_project(tokenizer, tmp_path_factory):
+    """A scratch project holding the tokenize stage's inputs: the tiny tokenizer, each split a folder of shards."""
+    project = tmp_path_factory.mktemp("tokenize")
+    tokenizer.save_pretrained(project / "models/tokenizer")
+    for split, shards in SPLIT_DOCS.items():
+        folder = project / "data/prepared/pretrain" / split
+        folder.mkdir(parents=True)
+        for n, docs in enumerate(shards):
+            (folder / f"{n:05d}.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return project
+
+
+def run_tokenize(project, num_proc):
+    """The stage as a user runs it, offline, with a private HF cache; its tokens per split and its report."""
+    from datasets import load_from_disk
+
+    write_tokenize_params(project, {"block_size": 8, "batch_size": 3, "num_proc": num_proc})
+    env = dict(stage_env(), HF_HOME=str(project / "hf-home"), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-m", "stages.tokenize"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    tokens = load_from_disk(str(project / "data/tokens"))
+    arrays = {split: np.asarray(tokens[split]["input_ids"], dtype=np.int32) for split in tokens}
+    return arrays, json.loads((project / "reports/tokens.json").read_text())
+
+
+def test_the_stage_writes_the_same_tokens_with_one_or_two_processes(tokenize_project, tokenizer):
+    one, report_one = run_tokenize(tokenize_project, 1)
+    two, report_two = run_tokenize(tokenize_project, 2)
+    assert sorted(one) == ["test", "train", "validation"]
+    assert all(one[split].tobytes() == two[split].tobytes() for split in one)
+    assert report_one == report_two
+    for split, shards in SPLIT_DOCS.items():  # shards read in name order; no split mixes with another
+        docs = [d for shard in shards for d in shard]
+        stream = reference_stream(tokenizer, docs)
+        assert one[split].reshape(-1).tolist() == stream[: len(stream) // 8 * 8]
+        assert report_one[split]["documents"] == len(docs) and report_one[split]["tokens"] == len(stream)
+    assert not list((tokenize_project / "hf-home").rglob("*.arrow"))  # map results stay in memory

@@ -23,8 +23,9 @@ PARAMS_FILE = Path("params.yaml")
 # Every top-level key params.yaml may hold: the shared `seed`, one per section module, and the review's `gates`.
 # Kept here (not derived from lifecycle.params.schema) so that a stage need not import every section's module;
 # tests/test_params.py checks that it names exactly schema.Params's fields.
-SECTION_NAMES = ("seed", "collect", "prepare", "tokenizer", "tokenize", "model", "pretrain", "finetune", "evaluate",
-                 "audit", "compress", "distill", "benchmark", "serve", "monitor", "report", "gates")
+SECTION_NAMES = ("seed", "data_executor", "collect", "prepare", "tokenizer", "tokenize", "model", "pretrain",
+                 "finetune", "evaluate", "audit", "compress", "distill", "benchmark", "serve", "monitor",
+                 "report", "gates")
 
 
 def between(lo: float, hi: float, kind=float):

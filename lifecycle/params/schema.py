@@ -15,6 +15,7 @@ from lifecycle.params.base import PARAMS_FILE, Section, error_lines, params_mode
 from lifecycle.params.benchmark import *  # noqa: F403
 from lifecycle.params.collect import *  # noqa: F403
 from lifecycle.params.compress import *  # noqa: F403
+from lifecycle.params.data import *  # noqa: F403
 from lifecycle.params.finetune import *  # noqa: F403
 from lifecycle.params.model import *  # noqa: F403
 from lifecycle.params.prepare import *  # noqa: F403
@@ -24,6 +25,7 @@ from lifecycle.params.serve import *  # noqa: F403
 from lifecycle.params.tokenizer import *  # noqa: F403
 
 SECTIONS = {
+    "data_executor": DataExecutorParams,  # noqa: F405
     "collect": CollectParams, "prepare": PrepareParams, "tokenizer": TokenizerParams,  # noqa: F405
     "tokenize": TokenizeParams, "model": ModelParams, "pretrain": PretrainParams,  # noqa: F405
     "finetune": FinetuneParams, "evaluate": EvaluateParams, "audit": AuditParams,  # noqa: F405

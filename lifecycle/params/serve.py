@@ -75,9 +75,11 @@ class MonitorParams(Section):
     log: str | None = Field(None, description=f"the serve request log to read, copied under {REQUESTS}/ (the "
                                               "monitor stage's DVC dependency): the log of the server now serving the "
                                               "model; null: no traffic yet")
-    reference: str = Field("data/prepared/finetune/train.jsonl",
-                           description="training texts (and labels) that requests are compared with")
-    lm_reference: str = Field("data/prepared/pretrain/train.jsonl", description="the language model's training texts")
+    reference: str = Field("data/prepared/finetune/train",
+                           description="training texts (and labels) that requests are compared with: a .jsonl file "
+                                       "or a folder of .jsonl shards (read in name order)")
+    lm_reference: str = Field("data/prepared/pretrain/train",
+                              description="the language model's training texts: a .jsonl file or a folder of shards")
     bins: between(2, 100, int) = Field(10, description="quantile bins of the reference's lengths for the PSI")
     psi_alert: positive() = Field(
         0.2, description="PSI above this is reported as drift (0.1 moderate, 0.2 major by convention)")

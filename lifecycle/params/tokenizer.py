@@ -1,6 +1,8 @@
 """The `tokenizer` and `tokenize` sections."""
 from __future__ import annotations
 
+import os
+
 from pydantic import Field
 
 from lifecycle.params.base import Section, at_least, between
@@ -22,3 +24,10 @@ class TokenizerParams(Section):
 class TokenizeParams(Section):
     block_size: between(8, 1_048_576, int) = 128
     batch_size: at_least(1) = 1000
+    num_proc: at_least(1) | None = Field(
+        None, description="processes that tokenize (datasets.map); null: every core. The tokens do not depend on it")
+
+    @property
+    def processes(self) -> int:
+        """num_proc, with null read as every core of this machine."""
+        return self.num_proc or os.cpu_count() or 1
