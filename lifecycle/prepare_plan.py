@@ -57,25 +57,28 @@ def duplicates(work: Path, cars: dict[int, np.ndarray], exact: bool, near: int) 
     return removed_exact, close.removed()
 
 
-def survivors(cars: dict[int, np.ndarray], removed: set):
-    """(split keys, positions) of each task's documents that dedup keeps."""
-    gone = np.fromiter(removed, dtype=np.uint64, count=len(removed))
+def as_array(removed: set) -> np.ndarray:
+    return np.fromiter(removed, dtype=np.uint64, count=len(removed))
+
+
+def survivors(cars: dict[int, np.ndarray], gone: np.ndarray):
+    """(split keys, positions) of each task's documents that dedup keeps (`gone`: the removed positions)."""
     for records in cars.values():
         keep = ~np.isin(records["position"], gone)
         yield records["split_key"][keep], records["position"][keep]
 
 
-def cutoffs(cars: dict[int, np.ndarray], removed: set, ranks: tuple[int, int]) -> list[tuple[int, int]]:
+def cutoffs(cars: dict[int, np.ndarray], gone: np.ndarray, ranks: tuple[int, int]) -> list[tuple[int, int]]:
     """The (split key, position) at each 0-based rank among the survivors: a histogram of the keys' top bits
     finds each one's bin, then only that bin's documents are sorted."""
     histogram = np.zeros(BINS, dtype=np.int64)
-    for keys, _ in survivors(cars, removed):
+    for keys, _ in survivors(cars, gone):
         histogram += np.bincount((keys >> np.uint64(48)).astype(np.int64), minlength=BINS)
     before = np.concatenate([[0], np.cumsum(histogram)])
     found = []
     for rank in ranks:
         b = int(np.searchsorted(before, rank, side="right")) - 1
-        in_bin = sorted((int(k), int(p)) for keys, positions in survivors(cars, removed)
+        in_bin = sorted((int(k), int(p)) for keys, positions in survivors(cars, gone)
                         for k, p in zip(*(a[(keys >> np.uint64(48)) == b] for a in (keys, positions))))
         found.append(in_bin[rank - int(before[b])])
     return found
@@ -92,23 +95,24 @@ class Plan:
 
 def dedup_counts(work: Path, cars: dict[int, np.ndarray], removed_exact: set, removed_near: set,
                  exact: bool, near: bool) -> dict:
-    """The dedup rows of reports/data.json per source: documents and characters in and out."""
+    """The dedup rows of reports/data.json per source: documents and characters in and out (per task, in numpy)."""
     names = source_names(work)
-    rows: dict = defaultdict(lambda: {s: [0, 0, 0, 0] for s in ("dedup_exact", "dedup_near")})
+    steps = [step for step, on in (("dedup_exact", exact), ("dedup_near", near)) if on]
+    rows: dict = defaultdict(lambda: {step: [0, 0, 0, 0] for step in steps})
+    exact_gone, near_gone = as_array(removed_exact), as_array(removed_near)
     for task, records in cars.items():
-        for at, chars, source in zip(records["position"].tolist(), records["characters"].tolist(),
-                                     records["source"].tolist()):
-            row = rows[names[task][source]]
-            for step, on, gone, earlier in (("dedup_exact", exact, removed_exact, ()),
-                                            ("dedup_near", near, removed_near, removed_exact)):
-                if on and at not in earlier:
-                    row[step][0] += 1
-                    row[step][2] += chars
-                    if at not in gone:
-                        row[step][1] += 1
-                        row[step][3] += chars
-    return {source: {step: cell for step, cell in steps.items() if (exact, near)[step == "dedup_near"]}
-            for source, steps in rows.items()}
+        by_exact, by_near = (np.isin(records["position"], gone) for gone in (exact_gone, near_gone))
+        masks = {"dedup_exact": (np.ones(len(records), bool), ~by_exact),
+                 "dedup_near": (~by_exact, ~by_exact & ~by_near)}
+        for number, source in enumerate(names[task]):
+            mine = records["source"] == number
+            for step in steps:
+                into, out = (mine & m for m in masks[step])
+                cell = rows[source][step]
+                for k, mask in enumerate((into, out)):
+                    cell[k] += int(mask.sum())
+                    cell[k + 2] += int(records["characters"][mask].sum())
+    return dict(rows)
 
 
 def make_plan(work: Path, split: Split, exact: bool, near: bool, bands: int, shards: list[str]) -> Plan:
@@ -120,7 +124,7 @@ def make_plan(work: Path, split: Split, exact: bool, near: bool, bands: int, sha
     plan = Plan(n, *split_sizes(n, split))
     plan.dedup_steps = dedup_counts(work, cars, removed_exact, removed_near, exact, near)
     if n >= 3 * split.min_documents:
-        plan.cuts = tuple(cutoffs(cars, removed, (plan.test, plan.test + plan.validation)))
+        plan.cuts = tuple(cutoffs(cars, as_array(removed), (plan.test, plan.test + plan.validation)))
     write_removals(work / "remove", removed, shards)
     return plan
 
