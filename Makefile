@@ -7,13 +7,17 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro test lint deps bench params compare exp exps noise review clean
+.PHONY: setup repro test lint deps bench params compare exp exps noise review clean score
 
 # Comparison of two runs (commit, branch, experiment name or workspace) -> $(REVIEW)/compare.md + plots/*.png
 BASE   ?= main
 HEAD   ?= workspace
 REVIEW ?= review
 COMPARE_FLAGS ?=
+# `make score`: the model (a directory or lm:<variant>) and the text files or folders it scores.
+MODEL  ?= models/pretrained
+TEXT   ?=
+SCORE_FLAGS ?=
 # Seeds `make noise` runs besides the baseline's (params.yaml `seed`), one experiment each.
 SEEDS  ?= 1235 1236
 # `dvc exp show` without the columns that make it unreadable: dependency hashes (paths), timings, checksums.
@@ -47,6 +51,10 @@ bench: setup           ## throughput benchmarks -> reports/bench/ (serve_load ne
 	python -m benchmarks.data_throughput
 	python -m benchmarks.pretrain_throughput
 	python -m benchmarks.serve_load --sample-log data/requests/sample.jsonl
+
+score: setup           ## any LM on any text: make score MODEL=models/pretrained TEXT='a.txt data/own/x' [SCORE_FLAGS='--json s.json']
+	$(if $(TEXT),,$(error give TEXT=<.txt/.md file, .jsonl file or folder of shards> (and MODEL=, default $(MODEL))))
+	python -m lifecycle.score $(MODEL) $(TEXT) $(SCORE_FLAGS)
 
 compare:               ## Markdown review of BASE vs HEAD: changed params, metric deltas, gates, changed plots
 	python -m lifecycle.review.compare --base $(BASE) --head $(HEAD) --out $(REVIEW) $(COMPARE_FLAGS)

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from lifecycle.hardware import choose_precision, device_type, matmul_peak_flops
 from lifecycle.io import write_json
 from lifecycle.modeling import build_model, training_flops_per_token
 from lifecycle.params import schema as P
+from lifecycle.throughput import bare_tokens_per_second
 from lifecycle.tokens import blocks_to_dataset
 from lifecycle.training import StepTimer, causal_lm_collate
 
@@ -75,35 +75,9 @@ def stage_run_in_subprocess(precision: str) -> tuple[float, float]:
 
 def bare_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> float:
     """Tokens/s of a plain PyTorch loop doing the same work as the stage."""
-    import torch
-    from transformers import get_scheduler
-
-    p = params.pretrain
     seed_everything(params.seed)
     model = build_model(params.model, tokenizer)
-    model.train()
-    decay = [prm for n, prm in model.named_parameters() if prm.ndim >= 2]
-    no_decay = [prm for n, prm in model.named_parameters() if prm.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=p.learning_rate, betas=(p.adam_beta1, p.adam_beta2))
-    scheduler = get_scheduler(p.lr_scheduler, optimizer, num_warmup_steps=min(p.warmup_steps, STEPS),
-                              num_training_steps=STEPS)
-    generator = np.random.default_rng(params.seed)
-    seconds = 0.0
-    for step in range(STEPS):
-        start = time.perf_counter()
-        ids = torch.as_tensor(train[generator.integers(0, len(train), p.batch_size)], dtype=torch.long)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), p.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step >= WARMUP:
-            seconds += time.perf_counter() - start
-    return (STEPS - WARMUP) * p.batch_size * train.shape[1] / seconds
+    return bare_tokens_per_second(model, train, params.pretrain, precision, STEPS, WARMUP, params.seed)
 
 
 def load_inputs():

@@ -75,11 +75,31 @@ def generate_samples(model, tokenizer, s: Samples, seed: int) -> list[dict]:
     return out
 
 
+def repeated_ngram_share(text: str, n: int = 4) -> float:
+    """The share of a text's word n-grams that already occurred earlier in it: 0 for text that never repeats
+    itself, near 1 for a loop ("And I have a man, / And I have a man, ...")."""
+    words = text.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    seen, repeats = set(), 0
+    for gram in grams:
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / len(grams) if grams else 0.0
+
+
+def greedy_repetition(samples: list[dict], n: int = 4) -> float:
+    """The mean share of repeated word n-grams in the greedy continuations: how much the model loops."""
+    return round(sum(repeated_ngram_share(s["greedy"], n) for s in samples) / max(len(samples), 1), 4)
+
+
 def samples_markdown(samples: list[dict]) -> str:
-    lines = ["# Pretrained model: samples", "", "The prompt, then the model's continuation after `|`.", ""]
+    lines = ["# Pretrained model: samples", "", "The prompt, then the model's continuation after `|`.",
+             f"Repeated word 4-grams in the greedy continuations: {greedy_repetition(samples):.1%} (0 % never "
+             "repeats; a loop approaches 100 %).", ""]
     for s in samples:
         for mode in ("greedy", "sampled"):
-            lines += [f"**{mode}**", "", "```text", f"{s['prompt']}|{s[mode]}", "```", ""]
+            share = f" (repeated 4-grams {repeated_ngram_share(s[mode]):.0%})"
+            lines += [f"**{mode}**{share}", "", "```text", f"{s['prompt']}|{s[mode]}", "```", ""]
     return "\n".join(lines)
 
 

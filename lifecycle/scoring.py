@@ -90,16 +90,19 @@ def sentence_log_likelihoods(model, tokenizer, sentences: list[str], batch_size:
 
 def language_model_scores(model, tokenizer, texts: list[str], stride: int | None, batch_size: int,
                           name: str) -> tuple[dict, dict]:
-    """Perplexity and bits per byte (comparable across tokenizers) over whole documents, and per document the
-    arrays they come from: {"nll": nats, "tokens": scored tokens, "bytes": UTF-8 bytes of the text}."""
+    """Perplexity, bits per byte and bits per character (both comparable across tokenizers; per character also
+    across encodings) over whole documents, and per document the arrays they come from: {"nll": nats, "tokens":
+    scored tokens, "bytes": UTF-8 bytes of the text}."""
     context = context_length(model)
     stride = stride or max(1, context // 2)
     documents = [[tokenizer.eos_token_id] + ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     nll, counts, total = document_nll(model, documents, context, min(stride, context - 1), batch_size, progress=name)
     per_document = {"nll": nll, "tokens": counts, "bytes": np.array([len(t.encode("utf-8")) for t in texts])}
     tokens, n_bytes = int(counts.sum()), int(per_document["bytes"].sum())
+    characters = sum(len(t) for t in texts)  # Unicode code points
     metrics = {"perplexity": round(math.exp(total / tokens), 4),
-               "bits_per_byte": round(total / math.log(2) / n_bytes, 5), "tokens": tokens, "bytes": n_bytes}
+               "bits_per_byte": round(total / math.log(2) / n_bytes, 5), "tokens": tokens, "bytes": n_bytes,
+               "bits_per_character": round(total / math.log(2) / characters, 5), "characters": characters}
     return metrics, per_document
 
 

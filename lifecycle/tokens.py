@@ -12,9 +12,20 @@ import numpy as np
 from tqdm import tqdm
 
 from lifecycle.core import StageError
+from lifecycle.io import read_jsonl
 from lifecycle.params.tokenizer import TokenizerParams
 
 MODEL_INPUTS = ["input_ids", "attention_mask"]  # no token_type_ids: they break GPT-2 generation and ONNX export
+PRETRAIN_DATA, DOMAIN_TRAIN = Path("data/prepared/pretrain"), Path("data/prepared/finetune/train")
+
+
+def pretraining_texts(split: str, domain_text: bool) -> tuple[list[str], int]:
+    """A pretraining split's documents: the pretraining corpus's, then for train with `tokenize.domain_text` the
+    fine-tuning corpus's train split (text only, labels dropped; its validation and test stay unseen). Returns the
+    texts and how many of them are domain text."""
+    texts = [d["text"] for d in read_jsonl(PRETRAIN_DATA / split)]
+    domain = [d["text"] for d in read_jsonl(DOMAIN_TRAIN)] if domain_text and split == "train" else []
+    return texts + domain, len(domain)
 
 
 def train_bpe(texts: list[str], p: TokenizerParams):

@@ -2,7 +2,8 @@
 beside simple baselines scored on the same test text (a unigram model; the majority class, TF-IDF + logistic
 regression).
 
-models/pretrained (+ models/finetuned) on the test splits, data/tokens (the unigram's train counts) ->
+models/pretrained (+ models/finetuned) on the test splits and the texts of evaluate.texts (each a dep in dvc.yaml),
+data/tokens (the unigram's train counts) ->
 reports/eval.json (with the hardware and software it ran on), reports/plots/confusion.json (a dvc confusion plot),
 reports/plots/calibration.json (reliability diagram) and reports/examples/eval/ (per-example results behind each
 metric, for paired tests: lifecycle.examples).
@@ -28,6 +29,7 @@ from lifecycle.scoring import (
     predict_probabilities,
     rounded,
 )
+from lifecycle.texts import named_texts
 
 log = logging.getLogger("llm-lifecycle.evaluate")
 PRETRAINED, FINETUNED = Path("models/pretrained"), Path("models/finetuned")
@@ -36,9 +38,10 @@ TOKENS = Path("data/tokens")
 
 
 def language_models(params, device: str, corpora: dict, folder: Path) -> dict:
-    """Perplexity and bits per byte of the pretrained LM (and the domain-adapted one) on general and task text
-    (`corpora`: name -> (ids, texts)), beside a unigram model's of the train tokens (for the adapted LM only when it
-    kept the pretrained tokenizer); each document's NLL to lm_<model>.<text>.jsonl in `folder`."""
+    """Perplexity and bits per byte of the pretrained LM (and the domain-adapted one) on general and task text and
+    the texts of evaluate.texts (`corpora`: name -> (ids, texts)), beside a unigram model's of the train tokens
+    (for the adapted LM only when it kept the pretrained tokenizer); each document's NLL to
+    lm_<model>.<text>.jsonl in `folder`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     e, f = params.evaluate, params.finetune
@@ -89,9 +92,11 @@ def classifier(params, device: str, ids: list[str], folder: Path) -> dict:
 
 def main() -> None:
     params = load(evaluate=EvaluateParams, finetune=FinetuneParams)
+    own = named_texts(params.evaluate.texts)  # before any work: each a DVC dep, readable, never empty
     seed_everything(params.seed)
     device = device_type()
-    corpora = {"general": ids_and_texts(LM_TEST), "domain": ids_and_texts(TASK_DATA / "test", ("text", "label"))}
+    corpora = {"general": ids_and_texts(LM_TEST),
+               "domain": ids_and_texts(TASK_DATA / "test", ("text", "label"))} | own
     with replaced_folder("eval") as folder:  # a failure on the way changes neither the examples nor eval.json
         report = language_models(params, device, corpora, folder)
         if params.finetune.task == "classification":

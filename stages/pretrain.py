@@ -21,6 +21,7 @@ from lifecycle.params.tokenizer import TokenizeParams
 from lifecycle.pretraining import (
     gather,
     generate_samples,
+    greedy_repetition,
     limit_threads_per_process,
     run_report,
     samples_markdown,
@@ -90,6 +91,7 @@ def main() -> None:
 
 def save_outputs(model, tokenizer, params, report: dict, counts: dict, flops_per_token: int) -> None:
     samples = generate_samples(model, tokenizer, params.pretrain.samples, params.seed)
+    report["greedy_repeated_4gram_share"] = greedy_repetition(samples)
     with atomic_path(OUT, directory=True) as tmp:
         model.config.use_cache = True
         model.save_pretrained(tmp, safe_serialization=True)

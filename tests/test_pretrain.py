@@ -212,3 +212,15 @@ def test_curves_cut_mid_write_by_a_kill_are_repaired_for_the_resume(tmp_path):
     assert rows == ["timestamp\tstep\tloss", "1\t5\t2.0", "2\t10\t1.5"]
     live = Live(str(curves), resume=True, save_dvc_exp=False, dvcyaml=False)
     assert live.step == 11  # dvclive resumes after the step of the checkpoint
+
+
+def test_repeated_ngram_share_measures_loops():
+    from lifecycle.pretraining import greedy_repetition, repeated_ngram_share, samples_markdown
+
+    loop = "And I have a man, " * 4  # 20 words, 17 four-grams: a cycle of 5, so the first 5 are new
+    assert repeated_ngram_share(loop) == 12 / 17
+    assert repeated_ngram_share("the cat sat on the mat and then slept") == 0.0
+    assert repeated_ngram_share("too short") == 0.0
+    samples = [{"prompt": "p", "greedy": loop, "sampled": "x"}, {"prompt": "q", "greedy": "a b c d e", "sampled": "y"}]
+    assert greedy_repetition(samples) == round(12 / 17 / 2, 4)
+    assert "Repeated word 4-grams in the greedy continuations: 35.3%" in samples_markdown(samples)

@@ -177,11 +177,12 @@ def tokenize_project(tokenizer, tmp_path_factory):
     return project
 
 
-def run_tokenize(project, num_proc):
+def run_tokenize(project, num_proc, domain_text=False):
     """The stage as a user runs it, offline, with a private HF cache; its tokens per split and its report."""
     from datasets import load_from_disk
 
-    write_tokenize_params(project, {"block_size": 8, "batch_size": 3, "num_proc": num_proc})
+    write_tokenize_params(project, {"block_size": 8, "batch_size": 3, "num_proc": num_proc,
+                                    "domain_text": domain_text})
     env = dict(stage_env(), HF_HOME=str(project / "hf-home"), PYTHONPATH=str(ROOT))
     result = subprocess.run([sys.executable, "-m", "stages.tokenize"], cwd=project, env=env, capture_output=True,
                             text=True, timeout=300)
@@ -203,3 +204,19 @@ def test_the_stage_writes_the_same_tokens_with_one_or_two_processes(tokenize_pro
         assert one[split].reshape(-1).tolist() == stream[: len(stream) // 8 * 8]
         assert report_one[split]["documents"] == len(docs) and report_one[split]["tokens"] == len(stream)
     assert not list((tokenize_project / "hf-home").rglob("*.arrow"))  # map results stay in memory
+
+
+def test_domain_text_adds_the_task_train_text_to_train_only(tokenize_project, tokenizer):
+    """tokenize.domain_text: the fine-tuning train split's texts (labels dropped) after the pretraining train
+    documents; validation and test stay the pretraining corpus's."""
+    domain = ["A gripping, funny film.", "Dull and far too long.", "Les acteurs sont très bons."]
+    folder = tokenize_project / "data/prepared/finetune/train"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "00000.jsonl").write_text("".join(json.dumps({"text": d, "label": "x"}) + "\n" for d in domain))
+    plain, _ = run_tokenize(tokenize_project, 1)
+    mixed, report = run_tokenize(tokenize_project, 1, domain_text=True)
+    general = [d for shard in SPLIT_DOCS["train"] for d in shard]
+    stream = reference_stream(tokenizer, general + domain)
+    assert mixed["train"].reshape(-1).tolist() == stream[: len(stream) // 8 * 8]
+    assert report["train"]["documents"] == len(general) + 3 and report["train"]["domain_documents"] == 3
+    assert all(mixed[s].tobytes() == plain[s].tobytes() for s in ("validation", "test"))

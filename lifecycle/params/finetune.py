@@ -1,9 +1,10 @@
 """The `finetune` and `evaluate` sections."""
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lifecycle.params.base import Section, at_least, between, positive
 
@@ -99,9 +100,49 @@ class Baselines(Section):
     tfidf: TfidfBaseline = TfidfBaseline()
 
 
+RESERVED_TEXT_NAMES = ("general", "domain")  # the evaluate stage's own texts in eval.json
+
+
+class NamedText(Section):
+    """A text of your own that the evaluate stage scores with the language models (lifecycle.texts reads it)."""
+    name: str = Field(description="its key in eval.json (lm_pretrained.<name>): letters, digits, _ and -")
+    path: str = Field(description="a .txt or .md file (one document), or a .jsonl file or a folder "
+                                                "of .jsonl shards (one document per row); list it in the evaluate "
+                                                "stage's deps in dvc.yaml")
+    text_column: str = Field("text", description="the column holding the text in .jsonl rows")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError("must be 1 to 64 letters, digits, _ or - (it becomes a metric key)")
+        if value in RESERVED_TEXT_NAMES:
+            raise ValueError(f"is reserved for the evaluate stage's own text ({', '.join(RESERVED_TEXT_NAMES)})")
+        return value
+
+    @field_validator("path", "text_column")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
 class EvaluateParams(Section):
     batch_size: at_least(1) = 32
     stride: at_least(1) | None = Field(
         None, description="sliding-window step for texts longer than the context; null: half the context")
     calibration_bins: between(2, 100, int) = 10
     baselines: Baselines = Baselines()
+    texts: list[NamedText] = Field(default_factory=list, description="texts of your own the language models are "
+                                                                     "scored on, besides general and domain")
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        first: dict[str, int] = {}
+        for i, text in enumerate(self.texts):
+            if text.name in first:
+                raise ValueError(f"texts[{i}].name = {text.name!r}: repeats texts[{first[text.name]}].name "
+                                 "(names must be unique)")
+            first[text.name] = i
+        return self

@@ -26,6 +26,9 @@ class TokenizeParams(Section):
     batch_size: at_least(1) = 1000
     num_proc: at_least(1) | None = Field(
         None, description="processes that tokenize (datasets.map); null: every core. The tokens do not depend on it")
+    domain_text: bool = Field(
+        False, description="also train the tokenizer and the language model on the fine-tuning corpus's train split "
+                           "(its text, without labels): the model has then read the task's language")
 
     @property
     def processes(self) -> int:

@@ -57,6 +57,7 @@ DIRECTIONS: list[tuple[str, int]] = [
     ("*accuracy*", +1), ("*f1*", +1), ("*roc_auc*", +1), ("*precision*", +1), ("*recall*", +1),
     ("*calibration_error*", -1), ("*unigram_perplexity*", 0), ("*perplexity*", -1), ("*loss*", -1),
     ("*bits_per_byte*", -1),
+    ("*bits_per_character*", -1),
     ("*tokens_per_second*", +1), ("*per_second*", +1), ("*_per_s", +1), ("*throughput*", +1), ("*speedup*", +1),
     ("*speed_up*", +1), ("*mfu*", +1), ("*achieved_tflops*", +1),
     ("*latency*", -1), ("*_ms", -1), ("*_seconds", -1), ("*size_mb*", -1), ("*size_bytes*", -1), ("*_mb", -1),

@@ -113,10 +113,10 @@ def baseline_seed(entry: dict) -> int:
     return seed
 
 
-def require_clean(keep: Path) -> None:
-    """Stop when tracked files differ from HEAD (other than this command's own output)."""
+def require_clean(*keep: Path) -> None:
+    """Stop when tracked files differ from HEAD (other than this command's own input and outputs, `keep`)."""
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-    changed = [line[3:] for line in status.stdout.splitlines() if Path(line[3:]) != keep]
+    changed = [line[3:] for line in status.stdout.splitlines() if Path(line[3:]) not in keep]
     if status.returncode or changed:
         raise StageError(f"the workspace differs from HEAD ({', '.join(changed[:3]) or status.stderr.strip()}): "
                          "commit first; the experiments would carry the change and the baseline would not")
