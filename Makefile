@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export DVC_NO_ANALYTICS ?= 1
 
-.PHONY: setup repro test lint deps bench params compare exp exps noise review clean score
+.PHONY: setup repro test lint deps bench params compare exp exps noise review clean sweep score
 
 # Comparison of two runs (commit, branch, experiment name or workspace) -> $(REVIEW)/compare.md + plots/*.png
 BASE   ?= main
@@ -64,6 +64,9 @@ exp:                   ## dvc exp run that puts params.yaml back if the run fail
 
 exps:                  ## a readable `dvc exp show`: the params that differ and the metrics the gates name
 	@python -m lifecycle.review.compare --experiments
+
+sweep: setup           ## pretraining variants (benchmarks/sweep.yaml) as queued dvc experiments, equal minutes -> reports/sweep.md
+	python -m lifecycle.sweep $(ARGS)
 
 noise: setup           ## seed noise: one `dvc exp run --temp` per seed in SEEDS -> reports/noise.json (compare reads it)
 	python -m lifecycle.review.noise --seeds $(SEEDS)
