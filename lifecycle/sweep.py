@@ -72,7 +72,14 @@ def validated(data: dict, name: str, overrides: dict):
     return params
 
 
-def probe(params, steps: int = 8, warmup: int = 3) -> dict:
+def probe_key(params) -> str:
+    """What a probe's speed depends on: variants equal in these get the same probe, hence the same steps."""
+    p = params.pretrain
+    return yaml.safe_dump([params.model.model_dump(), params.tokenizer.vocab_size, p.batch_size,
+                           p.gradient_accumulation_steps, p.precision], sort_keys=True)
+
+
+def probe(params, steps: int = 16, warmup: int = 4) -> dict:
     """Tokens/s of the variant's model in a bare training loop at the stage's precision, and its size."""
     import numpy as np
     from transformers import AutoModelForCausalLM
@@ -124,12 +131,15 @@ def plan(grid: dict, only: list[str], done: set[str]) -> list[dict]:
     chosen = [v for v in grid["variants"] if not only or v["name"] in only]
     variants = [(v["name"], {**fixed, **(v.get("set") or {})}) for v in chosen]
     checked = [(name, overrides, validated(data, name, overrides)) for name, overrides in variants]
-    out = []
+    out, probes = [], {}
     for name, overrides, params in checked:
         if name in done:
             print(f"{name}: reusing experiment {PREFIX}{name} (--rerun runs it again)", flush=True)
             continue
-        speed = probe(params)
+        key = probe_key(params)
+        if key not in probes:  # the same model and batch: the same probe, so the same steps
+            probes[key] = probe(params)
+        speed = probes[key]
         steps = steps_for(params, speed["tokens_per_s"], grid.get("budget_seconds", 120), grid.get("warmup_share", 0.1))
         validated(data, name, overrides | steps)
         print(f"{name}: {speed['parameters'] / 1e6:.2f}M parameters, probe {speed['tokens_per_s']:.0f} tokens/s "
