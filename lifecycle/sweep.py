@@ -164,9 +164,10 @@ def score_test_split(rev: str, params) -> dict:
     from lifecycle.scoring import language_model_scores
 
     with tempfile.TemporaryDirectory() as tmp:
-        DVCFileSystem(".", rev=rev).get("models/pretrained", tmp, recursive=True)
-        tokenizer = AutoTokenizer.from_pretrained(tmp)
-        model = AutoModelForCausalLM.from_pretrained(tmp, use_safetensors=True).eval()
+        folder = Path(tmp) / "model"  # get() copies the folder's files into a folder it creates
+        DVCFileSystem(".", rev=rev).get("models/pretrained", str(folder), recursive=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).eval()
         texts = [d["text"] for d in read_jsonl(Path("data/prepared/pretrain/test"))]
         metrics, _ = language_model_scores(model, tokenizer, texts, params.evaluate.stride,
                                            params.evaluate.batch_size, f"test {rev[:7]}")
@@ -177,6 +178,8 @@ def finished(entry: dict) -> dict[str, dict]:
     """sweep name -> {rev, metrics (file -> data), params} of the experiments on exp show's baseline entry."""
     found = {}
     for exp in entry.get("experiments") or []:
+        if ((exp.get("executor") or {}).get("state")) in ("running", "queued"):  # still the parent's metrics
+            continue
         for rev in exp.get("revs") or []:
             name = rev.get("name") or exp.get("name") or ""
             data = rev.get("data") or {}

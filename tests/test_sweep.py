@@ -67,7 +67,9 @@ def exp_show_entry():
     return {"rev": "b" * 40, "experiments": [
         {"revs": [{"rev": "a" * 40, "name": "sweep-small", "data": {"metrics": metrics}}]},
         {"revs": [{"rev": "c" * 40, "name": "noise-seed-1", "data": {"metrics": metrics}}]},
-        {"revs": [{"rev": "d" * 40, "name": "sweep-failed", "data": {"metrics": None}}]}]}
+        {"revs": [{"rev": "d" * 40, "name": "sweep-failed", "data": {"metrics": None}}]},
+        {"executor": {"state": "running"}, "revs": [{"rev": "e" * 40, "name": "sweep-running",
+                                                     "data": {"metrics": metrics}}]}]}
 
 
 def test_only_finished_sweep_experiments_are_read():
