@@ -69,7 +69,8 @@ def generate_samples(model, tokenizer, s: Samples, seed: int) -> list[dict]:
                                           "top_p": s.top_p})):
             torch.manual_seed(seed)
             with torch.no_grad():
-                generated = model.generate(ids, max_new_tokens=new, pad_token_id=tokenizer.pad_token_id, **kwargs)
+                generated = model.generate(ids, max_new_tokens=new, pad_token_id=tokenizer.pad_token_id,
+                                           repetition_penalty=s.repetition_penalty, **kwargs)
             row[mode] = tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
         out.append(row)
     return out
@@ -92,10 +93,13 @@ def greedy_repetition(samples: list[dict], n: int = 4) -> float:
     return round(sum(repeated_ngram_share(s["greedy"], n) for s in samples) / max(len(samples), 1), 4)
 
 
-def samples_markdown(samples: list[dict]) -> str:
+def samples_markdown(samples: list[dict], s: Samples, plain: float) -> str:
+    """The samples for a reviewer, with how much the greedy ones repeat themselves (`plain`: without the penalty)."""
+    penalty = (f"Decoded with repetition_penalty {s.repetition_penalty} (pretrain.samples); without it the greedy "
+               f"continuations repeat {plain:.1%} of their 4-grams." if s.repetition_penalty != 1 else "")
     lines = ["# Pretrained model: samples", "", "The prompt, then the model's continuation after `|`.",
              f"Repeated word 4-grams in the greedy continuations: {greedy_repetition(samples):.1%} (0 % never "
-             "repeats; a loop approaches 100 %).", ""]
+             f"repeats; a loop approaches 100 %). {penalty}".rstrip(), ""]
     for s in samples:
         for mode in ("greedy", "sampled"):
             share = f" (repeated 4-grams {repeated_ngram_share(s[mode]):.0%})"

@@ -90,8 +90,12 @@ def main() -> None:
 
 
 def save_outputs(model, tokenizer, params, report: dict, counts: dict, flops_per_token: int) -> None:
-    samples = generate_samples(model, tokenizer, params.pretrain.samples, params.seed)
-    report["greedy_repeated_4gram_share"] = greedy_repetition(samples)
+    s = params.pretrain.samples
+    samples = generate_samples(model, tokenizer, s, params.seed)
+    plain = samples if s.repetition_penalty == 1 else \
+        generate_samples(model, tokenizer, s.model_copy(update={"repetition_penalty": 1.0}), params.seed)
+    report |= {"greedy_repeated_4gram_share": greedy_repetition(samples),
+               "greedy_repeated_4gram_share_no_penalty": greedy_repetition(plain)}
     with atomic_path(OUT, directory=True) as tmp:
         model.config.use_cache = True
         model.save_pretrained(tmp, safe_serialization=True)
@@ -100,7 +104,8 @@ def save_outputs(model, tokenizer, params, report: dict, counts: dict, flops_per
                                       "parameters": counts, "context_length": context_length(model),
                                       "training_flops_per_token": flops_per_token})
     with atomic_path(SAMPLES) as tmp:
-        tmp.write_text(samples_markdown(samples), encoding="utf-8")
+        tmp.write_text(samples_markdown(samples, s, report["greedy_repeated_4gram_share_no_penalty"]),
+                       encoding="utf-8")
     write_json("reports/pretrain.json", report)
     mark_finished(CHECKPOINTS, LIVE)  # only once every output is written: a kill before this resumes instead
 

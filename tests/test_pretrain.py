@@ -223,4 +223,8 @@ def test_repeated_ngram_share_measures_loops():
     assert repeated_ngram_share("too short") == 0.0
     samples = [{"prompt": "p", "greedy": loop, "sampled": "x"}, {"prompt": "q", "greedy": "a b c d e", "sampled": "y"}]
     assert greedy_repetition(samples) == round(12 / 17 / 2, 4)
-    assert "Repeated word 4-grams in the greedy continuations: 35.3%" in samples_markdown(samples)
+    from lifecycle.params.pretrain import Samples
+
+    assert "Repeated word 4-grams in the greedy continuations: 35.3%" in samples_markdown(samples, Samples(), 0.353)
+    penalised = samples_markdown(samples, Samples(repetition_penalty=1.3), 0.5)
+    assert "repetition_penalty 1.3 (pretrain.samples); without it the greedy continuations repeat 50.0%" in penalised

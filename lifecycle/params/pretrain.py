@@ -14,6 +14,8 @@ class Samples(Section):
     temperature: between(0.01, 10) = 0.8
     top_k: at_least(0) = 50
     top_p: between(0.01, 1) = 0.95
+    repetition_penalty: between(1, 10) = Field(
+        1.0, description="CTRL's penalty on tokens already in the text, greedy and sampled alike; 1: none")
 
 
 class PretrainParams(Section):
