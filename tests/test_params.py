@@ -102,11 +102,13 @@ def test_invalid_yaml_names_the_line(project):
 
 MODEL_BAD = [
     ({"model": {"d_model": 100, "n_heads": 3}}, "model: n_heads = 3 must divide d_model = 100"),
-    ({"model": {"family": "llama", "n_heads": 6, "n_kv_heads": 4}}, "model: n_kv_heads = 4 must divide n_heads = 6"),
+    ({"model": {"family": "llama", "d_model": 384, "n_heads": 6, "n_kv_heads": 4}},
+     "model: n_kv_heads = 4 must divide n_heads = 6"),
     ({"model": {"family": "bert"}}, "model.family = 'bert': must be one of 'gpt2' or 'llama'"),
     ({"model": {"context_length": 256}},
      "model.context_length = 256 is longer than the packed blocks (tokenize.block_size = 128)"),
-    ({"model": {"n_kv_heads": 2}}, "model: n_kv_heads = 2: only family 'llama' has grouped-query attention"),
+    ({"model": {"family": "gpt2", "n_kv_heads": 2}},
+     "model: n_kv_heads = 2: only family 'llama' has grouped-query attention"),
     ({"pretrain": {"learning_rate": "3e-4"}},
      "pretrain.learning_rate = '3e-4': must be a number (YAML reads 3e-4 as text: write 3.0e-4)"),
     ({"pretrain": {"learning_rate": "1.5E3"}},
