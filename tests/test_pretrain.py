@@ -46,7 +46,7 @@ def test_pretrain_writes_model_reports_curves_and_samples(workdir):
     assert model["parameters"]["total"] == model["parameters"]["embedding"] + model["parameters"]["non_embedding"]
     from transformers import AutoModelForCausalLM, AutoTokenizer
     assert AutoTokenizer.from_pretrained(workdir / "models/pretrained").eos_token == "<|endoftext|>"
-    assert AutoModelForCausalLM.from_pretrained(workdir / "models/pretrained").config.n_embd == 32
+    assert AutoModelForCausalLM.from_pretrained(workdir / "models/pretrained").config.hidden_size == 32
     assert not list((workdir / "models/pretrained").glob("*.bin")), "safetensors only"
     rows = [line.split("\t") for line in
             (workdir / "reports/live/pretrain/plots/metrics/eval/loss.tsv").read_text().splitlines()[1:]]
