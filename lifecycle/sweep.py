@@ -28,7 +28,7 @@ import yaml
 
 from lifecycle.core import StageError
 from lifecycle.io import atomic_path, write_json
-from lifecycle.review.noise import baseline, dvc_command, require_clean
+from lifecycle.review.noise import baseline, dvc_command, experiment_revs, require_clean
 
 GRID, OUT = Path("benchmarks/sweep.yaml"), Path("reports/sweep.md")
 PREFIX = "sweep-"
@@ -175,17 +175,13 @@ def score_test_split(rev: str, params) -> dict:
 
 
 def finished(entry: dict) -> dict[str, dict]:
-    """sweep name -> {rev, metrics (file -> data), params} of the experiments on exp show's baseline entry."""
+    """sweep name -> {rev, metrics (file -> data)} of the finished experiments on exp show's baseline entry."""
     found = {}
-    for exp in entry.get("experiments") or []:
-        if ((exp.get("executor") or {}).get("state")) in ("running", "queued"):  # still the parent's metrics
-            continue
-        for rev in exp.get("revs") or []:
-            name = rev.get("name") or exp.get("name") or ""
-            data = rev.get("data") or {}
-            if name.startswith(PREFIX) and name[len(PREFIX):] not in found and data.get("metrics"):
-                metrics = {f: (v or {}).get("data") or {} for f, v in data["metrics"].items()}
-                found[name[len(PREFIX):]] = {"rev": rev["rev"], "metrics": metrics}
+    for name, rev, data in experiment_revs(entry):
+        name = name or ""
+        if name.startswith(PREFIX) and name[len(PREFIX):] not in found and data.get("metrics"):
+            metrics = {f: (v or {}).get("data") or {} for f, v in data["metrics"].items()}
+            found[name[len(PREFIX):]] = {"rev": rev, "metrics": metrics}
     return found
 
 

@@ -97,12 +97,21 @@ def baseline(root: str | Path = ".") -> dict:
     return entries[0]
 
 
+def experiment_revs(entry: dict):
+    """(name, rev, data) of each experiment on a baseline entry that is not still queued or running (those carry
+    their parent's metrics)."""
+    for exp in entry.get("experiments") or []:
+        if (exp.get("executor") or {}).get("state") in ("running", "queued"):
+            continue
+        for rev in exp.get("revs") or []:
+            yield rev.get("name") or exp.get("name"), rev.get("rev"), rev.get("data") or {}
+
+
 def experiments(entry: dict) -> dict[str, dict]:
     """name -> data of the experiments on a baseline entry."""
     found = {}
-    for exp in entry.get("experiments") or []:
-        for rev in exp.get("revs") or []:
-            found.setdefault(rev.get("name") or exp.get("name"), rev.get("data") or {})
+    for name, _, data in experiment_revs(entry):
+        found.setdefault(name, data)
     return found
 
 
