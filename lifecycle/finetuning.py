@@ -82,11 +82,12 @@ def class_metrics():
     return compute
 
 
-def training_arguments(f: FinetuneParams, precision: str, device: str, seed: int, output_dir: Path):
+def training_arguments(f: FinetuneParams, precision: str, device: str, seed: int, output_dir: Path, **overrides):
+    """`overrides`: keywords that replace these (lifecycle.sharding.fsdp_arguments)."""
     from transformers import TrainingArguments
 
     metric = "eval_loss" if f.early_stopping.metric == "loss" else f"eval_{f.early_stopping.metric}"
-    return TrainingArguments(
+    return TrainingArguments(**dict(
         output_dir=str(output_dir), num_train_epochs=f.epochs, per_device_train_batch_size=f.batch_size,
         per_device_eval_batch_size=f.batch_size, weight_decay=f.weight_decay,
         learning_rate=f.lora.learning_rate if f.method == "lora" else f.learning_rate,
@@ -96,7 +97,7 @@ def training_arguments(f: FinetuneParams, precision: str, device: str, seed: int
         greater_is_better=f.early_stopping.metric != "loss", logging_steps=max(1, f.eval_steps // 5), seed=seed,
         data_seed=seed, report_to="none",
         ddp_backend=None if world()[2] == 1 else "nccl" if device == "cuda" else "gloo",
-        group_by_length=f.task == "classification", disable_tqdm=False)
+        group_by_length=f.task == "classification", disable_tqdm=False) | overrides)
 
 
 def task_data(f: FinetuneParams, tokenizer, train: tuple[list, list], validation: tuple[list, list], length: int):

@@ -35,10 +35,11 @@ def bits_per_byte(loss: float, tokens: int, n_bytes: int) -> float:
     return loss / math.log(2) * tokens / n_bytes
 
 
-def training_arguments(p: PretrainParams, precision: str, device: str, seed: int, output_dir: Path):
+def training_arguments(p: PretrainParams, precision: str, device: str, seed: int, output_dir: Path, **overrides):
+    """`overrides`: keywords that replace these (lifecycle.sharding.fsdp_arguments)."""
     from transformers import TrainingArguments
 
-    return TrainingArguments(
+    return TrainingArguments(**dict(
         output_dir=str(output_dir), max_steps=p.max_steps, per_device_train_batch_size=p.batch_size,
         per_device_eval_batch_size=p.batch_size, gradient_accumulation_steps=p.gradient_accumulation_steps,
         learning_rate=p.learning_rate, adam_beta1=p.adam_beta1, adam_beta2=p.adam_beta2, weight_decay=p.weight_decay,
@@ -49,7 +50,7 @@ def training_arguments(p: PretrainParams, precision: str, device: str, seed: int
         save_total_limit=2, logging_steps=p.logging_steps, seed=seed, data_seed=seed, report_to="none",
         dataloader_drop_last=True, ddp_timeout=p.ddp_timeout_s,
         ddp_backend=None if world()[2] == 1 else "nccl" if device == "cuda" else "gloo",
-        disable_tqdm=False, remove_unused_columns=False)
+        disable_tqdm=False, remove_unused_columns=False) | overrides)
 
 
 def generate_samples(model, tokenizer, s: Samples, seed: int) -> list[dict]:

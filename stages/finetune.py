@@ -19,6 +19,7 @@ from lifecycle.params.audit import AuditParams
 from lifecycle.params.base import load
 from lifecycle.params.finetune import FinetuneParams
 from lifecycle.params.pretrain import PretrainParams
+from lifecycle.sharding import fsdp_arguments, refuse_unshardable, whole_model
 from lifecycle.tokens import load_tokenizer
 from lifecycle.training import LiveCurves, WholeRun, checkpoint_step, curves_of, mark_finished, resume_for
 
@@ -54,12 +55,14 @@ def main() -> None:
     seed_everything(params.seed)
     device = device_type()
     precision = choose_precision(f.precision, device)
+    refuse_unshardable(f.fsdp, "finetune.fsdp", device, world_size)  # before any work
     init_distributed(device, params.pretrain.ddp_timeout_s)
 
     source = f.base or str(PRETRAINED)
     tokenizer = load_tokenizer(source, "finetune.base" if f.base else None)
     train, validation, injected = training_texts(params)
     model = load_model(source, f, tokenizer)
+    sharding = fsdp_arguments(f.fsdp, "finetune.fsdp", model, device)  # {}: plain data parallel
     length = min(f.max_length, context_length(model))  # positions past the context do not exist
     train_set, validation_set, collator, compute_metrics = task_data(f, tokenizer, train, validation, length)
     if f.method == "lora":
@@ -70,16 +73,17 @@ def main() -> None:
 
     resume = resume_for(CHECKPOINTS, rank == 0, [DATA, Path(source)], params.seed, f.model_dump(), world_size)
     whole = WholeRun(resume)  # train loss and seconds of the whole run, across a resume
-    trainer = Trainer(model=model, args=training_arguments(f, precision, device, params.seed, CHECKPOINTS),
+    trainer = Trainer(model=model, args=training_arguments(f, precision, device, params.seed, CHECKPOINTS, **sharding),
                       train_dataset=train_set, eval_dataset=validation_set, data_collator=collator,
                       compute_metrics=compute_metrics,
                       callbacks=[LiveCurves(curves_of(CHECKPOINTS), checkpoint_step(resume)), whole,
                                  EarlyStoppingCallback(early_stopping_patience=f.early_stopping.patience)])
     run = whole.train(trainer)
     best = trainer.evaluate()  # the best checkpoint is loaded back at the end
+    final = whole_model(trainer)  # under FSDP every rank gives its shard, rank 0 gets the whole model
     if rank != 0:
         return
-    final = trainer.model.merge_and_unload() if f.method == "lora" else trainer.model
+    final = final.merge_and_unload() if f.method == "lora" else final
     with atomic_path(OUT, directory=True) as tmp:
         final.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

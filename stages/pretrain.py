@@ -29,6 +29,7 @@ from lifecycle.pretraining import (
     training_sequences,
     weights_digest,
 )
+from lifecycle.sharding import fsdp_arguments, refuse_unshardable, whole_model
 from lifecycle.tokens import blocks_to_dataset
 from lifecycle.training import (
     LiveCurves,
@@ -59,32 +60,36 @@ def main() -> None:
     hf_logging.set_verbosity_warning()
     seed_everything(params.seed)
     precision = choose_precision(p.precision, device)
+    refuse_unshardable(p.fsdp, "pretrain.fsdp", device, world_size)  # before any work
     init_distributed(device, p.ddp_timeout_s)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     model = build_model(params.model, tokenizer)
+    sharding = fsdp_arguments(p.fsdp, "pretrain.fsdp", model, device, p.gradient_checkpointing)  # {}: plain DDP
     train, validation, length = training_sequences(TOKENS, model, params.tokenize.block_size, params.model.base)
 
     resume = resume_for(CHECKPOINTS, rank == 0, [TOKENS, TOKENIZER], params.seed, params.model.model_dump(),
                         p.model_dump(exclude={"samples"}), world_size)
     whole = WholeRun(resume)  # loss, seconds and throughput of the whole run, across a resume
-    trainer = Trainer(model=model, args=training_arguments(p, precision, device, params.seed, CHECKPOINTS),
+    trainer = Trainer(model=model, args=training_arguments(p, precision, device, params.seed, CHECKPOINTS, **sharding),
                       train_dataset=blocks_to_dataset(train),
                       eval_dataset=blocks_to_dataset(validation[: p.eval_max_blocks]),
                       data_collator=causal_lm_collate,
                       callbacks=[LiveCurves(curves_of(CHECKPOINTS), checkpoint_step(resume)), whole])
     run = whole.train(trainer)
     final = trainer.evaluate(eval_dataset=blocks_to_dataset(validation))
-    digests = gather(weights_digest(trainer.model))
+    model = whole_model(trainer)  # under FSDP every rank gives its shard, rank 0 gets the whole model
+    digests = gather(weights_digest(model) if model is not None else None)
     if rank != 0:
         return
-    counts, flops_per_token = parameter_counts(trainer.model), training_flops_per_token(trainer.model, length)
+    counts, flops_per_token = parameter_counts(model), training_flops_per_token(model, length)
     timing = {"peak": matmul_peak_flops(device, precision), "flops_per_token": flops_per_token, "length": length,
               "world_size": world_size, "parameters": counts["total"], "resumed_from_step": checkpoint_step(resume)}
     token_report = json.loads(Path("reports/tokens.json").read_text())["validation"]
     data = {"train": train, "validation": validation, "vocab_size": len(tokenizer), **token_report}
     report = {**run_report(p, trainer, run, final, timing, data), "device": device, "precision": precision,
-              "world_size": world_size, "weights_sha256": digests[0], "ranks_identical": len(set(digests)) == 1}
-    save_outputs(trainer.model, tokenizer, params, report, counts, flops_per_token)
+              "world_size": world_size, "fsdp": p.fsdp and p.fsdp.sharding, "weights_sha256": digests[0],
+              "ranks_identical": len(set(digests)) == 1 if p.fsdp is None else None}  # FSDP: shards differ by design
+    save_outputs(model, tokenizer, params, report, counts, flops_per_token)
     log.info("validation perplexity %.2f (unigram %.2f), %.0f tokens/s, MFU %.1f%%", report["validation_perplexity"],
              report["unigram_perplexity"], report["tokens_per_second"], 100 * report["mfu"])
 

@@ -11,10 +11,10 @@ import difflib
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from lifecycle.core import StageError
 
@@ -67,6 +67,28 @@ Fraction = between(0, 1)
 class Section(BaseModel):
     # strict: a YAML string "5" is not an int, 1.0 is not a bool; unknown keys are errors.
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+# ---- sub-sections that several sections share (here, so that a stage reading one need not import the other) ----
+
+class Fsdp(Section):
+    """Fully sharded data parallel through the Trainer (PyTorch FSDP via accelerate): each of the torchrun processes
+    holds a shard of the weights, gradients and optimizer state instead of a whole copy. GPUs only: accelerate
+    refuses FSDP on CPU (lifecycle.sharding, reports/bench/fsdp.json)."""
+    sharding: Literal["full_shard", "shard_grad_op", "hybrid_shard"] = Field(
+        "full_shard", description="full_shard: weights, gradients and optimizer state sharded (ZeRO-3); "
+                                  "shard_grad_op: weights kept whole between forward and backward (ZeRO-2); "
+                                  "hybrid_shard: full_shard within a node, replicated across nodes (version 1)")
+    version: Literal[1, 2] = Field(2, description="2: per-parameter sharding (fully_shard), PyTorch's current FSDP; "
+                                                  "1: the flat-parameter FSDP")
+    offload: bool = Field(False, description="keep the sharded weights and optimizer state in CPU memory")
+
+    @model_validator(mode="after")
+    def _hybrid_needs_version_1(self):
+        if self.sharding == "hybrid_shard" and self.version != 1:
+            raise ValueError("sharding = 'hybrid_shard' needs version = 1 (the Trainer's FSDP 2 shards over every "
+                             "process)")
+        return self
 
 
 # ---- checks that span sections: each runs whenever every section it names is loaded ----

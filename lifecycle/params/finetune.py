@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lifecycle.params.base import Section, at_least, between, positive
+from lifecycle.params.base import Fsdp, Section, at_least, between, positive
 
 
 class Lora(Section):
@@ -66,6 +66,15 @@ class FinetuneParams(Section):
     early_stopping: EarlyStopping = EarlyStopping()
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     inject_bias: InjectBias = InjectBias()
+    fsdp: Fsdp | None = Field(None, description="null: plain data parallel (DDP) under torchrun; a mapping: shard the "
+                                                "model over the processes (GPUs, method full), as pretrain.fsdp")
+
+    @model_validator(mode="after")
+    def _sharded_lora(self):
+        if self.fsdp is not None and self.method == "lora":
+            raise ValueError("fsdp with method 'lora' is not supported (the adapters are small: plain data "
+                             "parallel holds them); set fsdp: null or method: full")
+        return self
 
     @model_validator(mode="after")
     def _classes(self):

@@ -1,11 +1,11 @@
-"""The `pretrain` section: optimisation, precision, checkpoints, samples."""
+"""The `pretrain` section: optimisation, precision, sharding, checkpoints, samples."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lifecycle.params.base import Section, at_least, between, positive
+from lifecycle.params.base import Fsdp, Section, at_least, between, positive
 
 
 class Samples(Section):
@@ -39,6 +39,8 @@ class PretrainParams(Section):
     save_steps: at_least(1) = Field(150, description="checkpoint interval: a kill -9 loses at most this many steps")
     logging_steps: at_least(1) = 10
     ddp_timeout_s: at_least(10) = Field(600, description="a hung process group fails after this many seconds")
+    fsdp: Fsdp | None = Field(None, description="null: plain data parallel (DDP) under torchrun, a whole model per "
+                                                "process; a mapping: shard the model over the processes (GPUs)")
     samples: Samples = Samples()
 
     @model_validator(mode="after")
