@@ -77,8 +77,13 @@ class Server:
                            code="body_too_large")
 
     async def models(self):
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "llm-lifecycle"}
-                                           for m in self.services.router.model_ids]}
+        """The model ids; each names the registry version its variant came from, when served from the registry."""
+        data = []
+        for model_id, variant in self.services.router.model_ids.items():
+            entry = {"id": model_id, "object": "model", "created": 0, "owned_by": "llm-lifecycle"}
+            registry = getattr(self.services.served.get(variant or self.services.router.default), "registry", None)
+            data.append({**entry, "registry": registry} if registry else entry)
+        return {"object": "list", "data": data}
 
     async def healthz(self):
         return {"status": "ok"}

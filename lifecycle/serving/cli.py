@@ -2,6 +2,7 @@
 limits, an optional API key, an output filter, Prometheus metrics and a PII-scrubbed request log.
 
     python -m lifecycle.serving [--variant int8_dynamic] [--port 8000] [--max-batch-size 16] [--models-root models]
+    python -m lifecycle.serving --model-ref compressed@prod      # a registry version, fetched to .registry/
 
 Endpoints: POST /v1/completions (stream: server-sent events), GET /v1/models, POST /v1/classify,
 GET /healthz, /readyz, /metrics. Not a DVC stage: it runs until stopped.
@@ -9,6 +10,7 @@ GET /healthz, /readyz, /metrics. Not a DVC stage: it runs until stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -33,7 +35,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--request-log", help="overrides serve.request_log")
     parser.add_argument("--models-root", default="models",
                         help="directory holding finetuned/, pretrained/, compressed/")
+    parser.add_argument("--model-ref", help="serve a registry version instead of --models-root: compressed@prod, "
+                        "compressed@v1.0.0, compressed#staging (python -m lifecycle.registry)")
+    parser.add_argument("--registry-repo", default=".", help="git repository holding the registry tags (.)")
+    parser.add_argument("--registry-remote", help="DVC remote to fetch from (the repository's default)")
+    parser.add_argument("--registry-cache", default=".registry", help="fetched versions, one folder each")
     return parser.parse_args(argv)
+
+
+def models_root(args: argparse.Namespace) -> tuple[Path, dict | None]:
+    """The models root to serve from, and the registry version it holds: --model-ref's, else the REGISTRY.json of
+    a --models-root that `python -m lifecycle.registry fetch` wrote (an image needs no git or DVC to name it),
+    else None."""
+    if not args.model_ref:
+        root = Path(args.models_root)
+        marker = root / "REGISTRY.json"  # lifecycle.registry.REGISTRY_FILE, without importing DVC
+        fetched = json.loads(marker.read_text(encoding="utf-8")) if marker.is_file() else None
+        return root, {k: fetched.get(k) for k in ("name", "version", "stage", "commit")} if fetched else None
+    from lifecycle.registry import cached
+    root, version = cached(args.model_ref, args.registry_cache, args.registry_repo, args.registry_remote)
+    log.info("registry: %s is %s %s (commit %s), in %s", args.model_ref, version["name"], version["version"],
+             version["commit"][:8], root)
+    return root, {k: version[k] for k in ("name", "version", "stage", "commit")}
 
 
 def settings_from(params: ServeParams, args: argparse.Namespace) -> ServeParams:
@@ -57,7 +80,10 @@ def main(argv=None) -> None:
     if settings.threads:
         import torch
         torch.set_num_threads(settings.threads)  # a PyTorch variant gets the same cap as ONNX Runtime's
-    served = {v: load_served(v, Path(args.models_root), settings.threads) for v in variants}
+    root, registry = models_root(args)
+    served = {v: load_served(v, root, settings.threads) for v in variants}
+    for model in served.values():
+        model.registry = registry
     app = create_app(settings, served)
     log.info("serving %s on http://%s:%d (batch <= %d, wait %s ms)", ", ".join(variants), settings.host, settings.port,
              settings.max_batch_size, settings.max_wait_ms)

@@ -24,11 +24,13 @@ class Served:
     classifier: Any
     classifier_tokenizer: Any
     sha256: dict[str, str] = field(default_factory=dict)  # kind (lm | classifier) -> model_sha256 of its directory
+    registry: dict | None = None  # the registry version it came from (--model-ref): name, version, stage, commit
 
     def model(self, kind: str) -> dict:
         """What a request-log record names as the model that served it: this variant and `kind`'s content hash
-        (hashed once, at load; None for a model not loaded from a directory)."""
-        return {"variant": self.variant, "sha256": self.sha256.get(kind)}
+        (hashed once, at load; None for a model not loaded from a directory), and its registry version if any."""
+        named = {"variant": self.variant, "sha256": self.sha256.get(kind)}
+        return {**named, "registry": self.registry} if self.registry else named
 
     @property
     def context(self) -> int:
