@@ -24,6 +24,7 @@ from lifecycle.io import atomic_path
 
 STAGES = ("dev", "staging", "prod")
 REGISTRY_FILE = "REGISTRY.json"  # beside a fetched artifact: which version it is
+MODEL_CARD = "reports/MODEL_CARD.md"  # the card committed with a version; fetch puts it beside the artifact
 REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_/:-]*?)(?:(?P<sep>[@#])(?P<what>[^@#]+))?$")
 REF_FORMS = "NAME, NAME@vX.Y.Z, NAME@STAGE or NAME#STAGE"
 
@@ -191,15 +192,30 @@ def record(found: Resolved, path: str) -> dict:
     return {"name": found.name, "version": found.version, "stage": found.stage, "commit": found.commit, "path": path}
 
 
+def model_card(found: Resolved, repo: str | Path) -> str | None:
+    """The model card committed with the version (reports/MODEL_CARD.md at its commit), headed by the version;
+    None when that commit has none."""
+    import dvc.api
+    try:
+        card = dvc.api.read(MODEL_CARD, repo=str(repo), rev=found.commit, encoding="utf-8")
+    except Exception:  # noqa: BLE001 - an older commit without a card, or one DVC cannot read: the card is optional
+        return None
+    return (f"> Served from the model registry: **{found.name} {found.version}** (stage {found.stage or 'none'}), "
+            f"commit {found.commit}.\n\n{card}")
+
+
 def fetch(ref: str | Resolved, out_dir: str | Path, repo: str | Path = ".", remote: str | None = None) -> dict:
     """Download the artifact `ref` names into `out_dir` (at `out_dir`/<its path without models/>), with
-    `out_dir`/REGISTRY.json naming it; atomically: a failed download leaves no `out_dir`. Returns the record."""
+    `out_dir`/REGISTRY.json naming it and `out_dir`/MODEL_CARD.md (the version's card, headed by the version);
+    atomically: a failed download leaves no `out_dir`. Returns the record."""
     found = ref if isinstance(ref, Resolved) else resolve(ref, repo)
     path = artifact_path(found, repo)
     info = record(found, path)
     with atomic_path(out_dir, directory=True) as tmp:
         download(found, repo, remote, tmp / models_relative(path))
         (tmp / REGISTRY_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        if (card := model_card(found, repo)) is not None:
+            (tmp / "MODEL_CARD.md").write_text(card, encoding="utf-8")
     return info
 
 

@@ -27,6 +27,8 @@ def author(monkeypatch):
 
 def commit_version(repo: Path, version: str, push: bool) -> str:
     (repo / "models/compressed/lm/a/w.bin").write_text(BYTES[version])
+    (repo / "reports").mkdir(exist_ok=True)
+    (repo / "reports/MODEL_CARD.md").write_text(f"# Model card of {BYTES[version]}\n")  # git-tracked, as the report's
     dvc(repo, "add", "-q", "models/compressed")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", version)
@@ -75,6 +77,9 @@ def test_a_fresh_clone_fetches_the_prod_version_and_follows_each_promotion(origi
     assert info == {"name": "compressed", "version": "v0.1.0", "stage": "prod", "commit": commits["v0.1.0"],
                     "path": "models/compressed"}
     assert json.loads((tmp_path / "first" / registry.REGISTRY_FILE).read_text()) == info
+    card = (tmp_path / "first" / "MODEL_CARD.md").read_text()  # the version's own card, headed by the version
+    assert card.startswith("> Served from the model registry: **compressed v0.1.0** (stage prod)")
+    assert card.endswith("# Model card of one\n")
 
     for version in ("v0.2.0", "v0.1.0"):  # a promotion, then a rollback: the newest assignment holds the stage
         assert registry.promote("compressed", version, "prod", working) == version
@@ -112,7 +117,7 @@ def test_versions_and_the_latest_resolve_to_their_commits(origin):
 def test_an_artifact_inside_an_output_lands_at_its_models_relative_path(origin, tmp_path):
     info = registry.fetch("lm-a@v0.2.0", tmp_path / "out", repo=clone(origin[0], tmp_path / "fresh"))
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()) \
-        == ["REGISTRY.json", "compressed/lm/a/w.bin"]
+        == ["MODEL_CARD.md", "REGISTRY.json", "compressed/lm/a/w.bin"]
     assert served_bytes(tmp_path / "out") == "two" and info["path"] == "models/compressed/lm/a"
 
 
