@@ -76,5 +76,22 @@ review:                ## what CI runs on a pull request: fetch cached results, 
 	dvc repro
 	$(MAKE) compare COMPARE_FLAGS=--fail-on-gate
 
+.PHONY: image deploy-test
+VARIANT ?= int8_dynamic
+image: setup           ## the serving image of VARIANT (deploy/Containerfile, podman), from models/ or MODEL_REF=compressed@prod -> reports/bench/image.json
+	VARIANT=$(VARIANT) MODEL_REF=$(MODEL_REF) REGISTRY_REPO=$(REGISTRY_REPO) deploy/build_image.sh
+
+deploy-test: setup     ## the container checks (tests marked `container`): the image, replicas behind haproxy, a kill
+	python -m pytest -q -m container
+
+.PHONY: llama-cpp gguf
+GGUF_DIR   ?= models/gguf
+GGUF_TYPES ?= f32 q8_0 q4_K_M
+llama-cpp: setup       ## build llama.cpp's llama-server, llama-quantize, llama-perplexity -> .llama.cpp/build/bin (not in repro)
+	benchmarks/llama_cpp_build.sh
+
+gguf: llama-cpp        ## models/pretrained as GGUF (GGUF_TYPES) in GGUF_DIR, scored -> reports/bench/gguf.json
+	python -m lifecycle.gguf export models/pretrained $(GGUF_DIR) --types $(GGUF_TYPES)
+
 clean:
 	rm -rf $(VENV) .pytest_cache
