@@ -58,7 +58,7 @@ class NearDedup(Section):
 
 class Dedup(Section):
     exact: bool = True
-    near: NearDedup = NearDedup()
+    near: NearDedup = Field(default_factory=NearDedup)  # built on use: its check imports datasketch (and scipy)
 
 
 class Pii(Section):
@@ -95,7 +95,7 @@ class Split(Section):
 class PrepareParams(Section):
     normalization: Literal["NFC", "NFKC", "none"] = "NFKC"
     filters: dict[Literal["pretrain", "finetune"], Filters]
-    dedup: Dedup = Dedup()
+    dedup: Dedup = Field(default_factory=Dedup)
     pii: Pii = Pii()
     split: Split = Split()
     warn_drop_share: Fraction = Field(0.02, description="a quality filter dropping more than this share of a "
