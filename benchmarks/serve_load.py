@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,17 +35,12 @@ from pathlib import Path
 
 from lifecycle.core import StageError, run
 from lifecycle.io import read_jsonl, write_json
+from lifecycle.net import free_port
 from lifecycle.params import schema as P
 
 OUT = Path("reports/bench/serve.json")
 PROMPTS = Path("data/prepared/pretrain/validation")
 TEXTS = Path("data/prepared/finetune/test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def inputs(prompt_words: int) -> tuple[list[str], list[str]]:

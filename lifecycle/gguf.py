@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from lifecycle.core import StageError
 from lifecycle.io import atomic_path, write_json
+from lifecycle.net import free_port
 
 log = logging.getLogger("llm-lifecycle.gguf")
 LLAMA_CPP = Path(".llama.cpp")
@@ -168,7 +168,8 @@ def bits_per_byte(perplexity: float, tokens: int, n_bytes: int) -> float:
     if perplexity < 1 or tokens < 1 or n_bytes < 1:
         raise ValueError(f"bits_per_byte needs perplexity >= 1 and positive counts, not {perplexity}, {tokens}, "
                          f"{n_bytes}")
-    return tokens * math.log(perplexity) / math.log(2) / n_bytes
+    from lifecycle.pretraining import bits_per_byte as from_loss
+    return from_loss(math.log(perplexity), tokens, n_bytes)
 
 
 def perplexity_pieces(ids: list[int], context: int, bos: int) -> list[tuple[list[int], list[int]]]:
@@ -214,12 +215,6 @@ def pytorch_perplexity(model, ids: list[int], context: int, bos: int) -> float:
 
 
 # ---------------------------------------------------------------- agreement (llama-server against PyTorch)
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from benchmarks.deploy_load import deltas, parse_stats
+from lifecycle.net import free_port
 from tests.conftest import stage_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,12 +248,6 @@ def tiny_image(tiny_compressed, tmp_path_factory):
                             timeout=1800)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return image, project
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 import contextlib
 import json
 import shutil
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +12,7 @@ import openai
 import pytest
 
 from lifecycle.core import StageError
+from lifecycle.net import free_port
 from lifecycle.params import schema as P
 from tests.conftest import run_stage, the_error, tiny_params, write_params
 
@@ -64,9 +64,7 @@ def served(project):
 def running(app):
     """`app` served by a real uvicorn server in a thread on a free port; yields its base URL."""
     import uvicorn
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
