@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -31,11 +32,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from lifecycle.core import StageError, run
 from lifecycle.io import read_jsonl, write_json
-from lifecycle.net import free_port
+from lifecycle.net import free_port, wait_up
 from lifecycle.params import schema as P
 
 OUT = Path("reports/bench/serve.json")
@@ -221,42 +223,34 @@ def percentile_ms(ordered: list[float], q: float) -> float | None:
 
 # ---------------------------------------------------------------- the servers
 
-def serve(port: int, batch: int, args, log_path: str) -> subprocess.Popen:
+@contextlib.contextmanager
+def our_server(batch: int, args, log_path: str, engine: str | None = None) -> Iterator[str]:
+    """`python -m lifecycle.serving` (max_batch_size `batch`, `engine` or serve.engine, cache off) on a free port,
+    ready, until the block ends; yields its URL."""
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # this checkout's stages
     cmd = [sys.executable, "-m", "lifecycle.serving", "--port", str(port), "--max-batch-size", str(batch),
            "--cache-size", "0", "--request-log", log_path, "--models-root", args.models_root]
-    if args.variant:
-        cmd += ["--variant", args.variant]
+    cmd += ["--variant", args.variant] if args.variant else []
+    cmd += ["--engine", engine] if engine else []
     # stderr to a file: a pipe that nobody reads fills up (64 KiB of logged errors) and then stops the server
     with open(f"{log_path}.stderr", "wb") as stderr:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-
-
-def wait_ready(process: subprocess.Popen, base_url: str, stderr: Path, timeout: float = 120) -> None:
-    import httpx
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise StageError(f"the server exited: {stderr.read_text(errors='replace').strip().splitlines()[-1:]}")
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise StageError(f"the server was not ready after {timeout} s")
+        process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        with open(f"{log_path}.stderr") as server_log:
+            wait_up(process, f"http://127.0.0.1:{port}/readyz", server_log, "the server", timeout=120)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def measure(batch: int, work: dict[str, list], args, log_path: str, keep_log: str | None,
             isolation: list[list[tuple]] | None = None) -> dict[str, dict]:
     """One server (`batch` = its max_batch_size), every workload in turn after a warm-up; `keep_log` receives the
     request log of the mixed workload; then the `isolation` scenario, if any (its result under "isolation")."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    process = serve(port, batch, args, log_path)
     results = {}
-    try:
-        wait_ready(process, base_url, Path(f"{log_path}.stderr"))
+    with our_server(batch, args, log_path) as base_url:
         asyncio.run(load(base_url, work["mixed"][:args.clients], args.clients))  # warm-up
         for name, requests in work.items():
             Path(log_path).unlink(missing_ok=True)
@@ -265,10 +259,105 @@ def measure(batch: int, work: dict[str, list], args, log_path: str, keep_log: st
                 Path(keep_log).write_bytes(Path(log_path).read_bytes())
         if isolation:
             results["isolation"] = asyncio.run(isolation_load(base_url, isolation))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
     return results
+
+
+# ---------------------------------------------------------------- versus llama.cpp
+
+COMPARED = ("completions", "long_completions")  # greedy completions of default_max_tokens and max_tokens_limit tokens
+LLAMA_TYPE = "q8_0"
+LLAMA = "llama.cpp"
+
+
+def llama_gguf(gguf_dir: str) -> Path | None:
+    """The q8_0 GGUF that `make gguf` wrote in `gguf_dir`, when llama.cpp's llama-server is built too; else None."""
+    from lifecycle.gguf import BIN
+    path = Path(gguf_dir) / f"model-{LLAMA_TYPE}.gguf"
+    return path if path.is_file() and (BIN / "llama-server").is_file() else None
+
+
+def lm_context(args, variant: str) -> int:
+    from lifecycle.variants import variant_dir
+    config = json.loads((variant_dir("lm", variant, Path(args.models_root)) / "config.json").read_text())
+    return config.get("n_positions") or config["max_position_embeddings"]
+
+
+def contenders(stack: contextlib.ExitStack, args, settings: P.ServeParams, gguf: Path | None, tmp: str) -> dict:
+    """The servers compared, started and ready: ours with each engine (serve.engine first), and llama-server on
+    the q8_0 GGUF of the same model once per `--llama-threads` (`--clients` slots: continuous batching)."""
+    engines = [settings.engine, "batch" if settings.engine == "continuous" else "continuous"]
+    urls = {f"ours ({e})": stack.enter_context(our_server(settings.max_batch_size, args, f"{tmp}/{e}.jsonl", e))
+            for e in engines}
+    if gguf is not None:
+        from lifecycle.gguf import llama_server
+        context = lm_context(args, args.variant or settings.variant)
+        for threads in args.llama_threads:
+            urls[f"{LLAMA} {LLAMA_TYPE} -t {threads}"] = stack.enter_context(
+                llama_server(gguf, context, threads, slots=args.clients))
+    return urls
+
+
+def mean_of(runs: list[dict]) -> dict:
+    """Repeated runs of one workload on one server: throughput and latencies averaged, failures summed."""
+    def mean(key: str, digits: int) -> float:
+        return round(statistics.fmean(r[key] for r in runs), digits)
+    return {"runs": len(runs), "requests": runs[0]["requests"], "failed": sum(r["failed"] for r in runs),
+            "first_failures": [f for r in runs for f in r["first_failures"]][:3],
+            "requests_per_s": mean("requests_per_s", 2), "requests_per_s_each": [r["requests_per_s"] for r in runs],
+            "latency_p50_ms": mean("latency_p50_ms", 1), "latency_p95_ms": mean("latency_p95_ms", 1)}
+
+
+def comparison(work: dict[str, list], args, settings: P.ServeParams, tmp: str) -> dict:
+    """Every contender on the compared workloads, in turn, `--rounds` times (a slow minute of a shared machine then
+    falls on all of them), with the same requests (llama-server's prompt cache off, like ours)."""
+    gguf = llama_gguf(args.gguf_dir)
+    with contextlib.ExitStack() as stack:
+        urls = contenders(stack, args, settings, gguf, tmp)
+        bodies = {who: {name: [(path, {**body, "cache_prompt": False} if who.startswith(LLAMA) else body)
+                               for path, body in work[name]] for name in COMPARED} for who in urls}
+        for who, url in urls.items():
+            asyncio.run(load(url, bodies[who]["completions"][:2 * args.clients], args.clients))  # warm-up
+        runs: dict = {who: {name: [] for name in COMPARED} for who in urls}
+        for _ in range(args.rounds):
+            for name in COMPARED:
+                for who, url in urls.items():
+                    runs[who][name].append(asyncio.run(load(url, bodies[who][name], args.clients)))
+    servers = {who: {name: mean_of(r) for name, r in rows.items()} for who, rows in runs.items()}
+    report = {"engine": settings.engine, "variant": args.variant or settings.variant, "rounds": args.rounds,
+              "gguf": str(gguf) if gguf else None, "servers": servers}
+    if gguf is None:
+        report["llama_cpp_skipped"] = (f"no {args.gguf_dir}/model-{LLAMA_TYPE}.gguf or no llama-server: "
+                                       "make llama-cpp gguf")
+    else:
+        report["targets"] = verdict(servers, f"ours ({settings.engine})",
+                                    served_perplexity_change(args.variant or settings.variant))
+    return report
+
+
+def served_perplexity_change(variant: str) -> float | None:
+    """The served LM variant's perplexity change against fp32 PyTorch, as the compress stage measured it."""
+    path = Path("reports/compress.json")
+    row = json.loads(path.read_text()).get("lm", {}).get(variant, {}) if path.is_file() else {}
+    return row.get("perplexity_change_pct")
+
+
+def verdict(servers: dict[str, dict], ours: str, perplexity_change: float | None) -> dict:
+    """The targets, from one run: our throughput against llama.cpp's best thread count per workload, the p95/p50
+    ratio of the long completions, failures, and the served variant's perplexity change."""
+    compared = {}
+    for name in COMPARED:
+        best = max((who for who in servers if who.startswith(LLAMA)), key=lambda w: servers[w][name]["requests_per_s"])
+        mine, theirs = servers[ours][name]["requests_per_s"], servers[best][name]["requests_per_s"]
+        compared[name] = {"ours_requests_per_s": mine, "llama_cpp": best, "llama_cpp_requests_per_s": theirs,
+                          "ratio": round(mine / theirs, 2)}
+    long = servers[ours]["long_completions"]
+    tail = round(long["latency_p95_ms"] / long["latency_p50_ms"], 2)
+    failed = sum(servers[ours][name]["failed"] for name in COMPARED)
+    return {"throughput": compared, "long_p95_over_p50": tail, "failed": failed,
+            "perplexity_change_pct": perplexity_change,
+            "met": {"throughput_at_least_llama_cpp": all(c["ratio"] >= 1 for c in compared.values()),
+                    "long_p95_within_1.2x_p50": tail <= 1.2, "no_failures": failed == 0,
+                    "perplexity_within_2pct": perplexity_change is not None and abs(perplexity_change) <= 2}}
 
 
 def parse_args() -> argparse.Namespace:
@@ -284,12 +373,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--isolation-clients", type=int, default=64, help="isolation scenario: concurrent clients")
     parser.add_argument("--isolation-requests", type=int, default=20,
                         help="isolation scenario: requests per client (one in ten invalid; 0: skip the scenario)")
+    parser.add_argument("--gguf-dir", default="models/gguf", help="where `make gguf` wrote model-q8_0.gguf")
+    parser.add_argument("--llama-threads", type=int, nargs="+", default=[1, 2],
+                        help="llama-server runs, one per thread count (the best one is compared)")
+    parser.add_argument("--rounds", type=int, default=2, help="versus llama.cpp: runs of each workload per server")
     return parser.parse_args()
 
 
-def report_of(args, settings: P.ServeParams, descriptions: dict[str, str], batched: dict, unbatched: dict) -> dict:
+def report_of(args, settings: P.ServeParams, descriptions: dict[str, str], batched: dict, unbatched: dict,
+              versus: dict) -> dict:
     return {
-        "variant": args.variant or settings.variant, "clients": args.clients, "threads": settings.threads,
+        "variant": args.variant or settings.variant, "engine": settings.engine, "clients": args.clients,
+        "threads": settings.threads,
         "requests_per_workload": args.requests, "cache": "off",
         "prompts": f"validation lines of <= {args.prompt_words} words",
         "workloads": {name: {"description": descriptions[name],
@@ -303,6 +398,7 @@ def report_of(args, settings: P.ServeParams, descriptions: dict[str, str], batch
                                          "one must succeed, every invalid one get a 4xx in OpenAI's error shape",
                           "max_batch_size": settings.max_batch_size, "max_wait_ms": settings.max_wait_ms,
                           **batched["isolation"]}} if "isolation" in batched else {}),
+        "versus_llama_cpp": versus,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
 
@@ -325,10 +421,11 @@ def main() -> None:
         keep = f"{tmp}/mixed.jsonl" if args.sample_log else None
         batched = measure(settings.max_batch_size, work, args, f"{tmp}/batched.jsonl", keep, isolation)
         unbatched = measure(1, work, args, f"{tmp}/unbatched.jsonl", None)
+        versus = comparison(work, args, settings, tmp)
         if args.sample_log:
             Path(args.sample_log).parent.mkdir(parents=True, exist_ok=True)
             Path(args.sample_log).write_bytes(Path(keep).read_bytes())
-    report = report_of(args, settings, descriptions, batched, unbatched)
+    report = report_of(args, settings, descriptions, batched, unbatched, versus)
     write_json(OUT, report)
     summarize(report)
 
@@ -349,8 +446,24 @@ def summarize(report: dict) -> None:
               f"invalid 4xx {iso['invalid_4xx']} of {iso['invalid']}")
         if iso["valid_failed"] or iso["invalid_not_4xx"]:
             failed.append(iso["first_failures"])
+    failed += summarize_versus(report["versus_llama_cpp"])
     if failed:
         raise StageError(f"failed requests: {failed[0]}")
+
+
+def summarize_versus(versus: dict) -> list:
+    """Prints every contender's figures and the targets; the failures of any of them."""
+    for who, rows in versus["servers"].items():
+        print(f"{who:24s} " + "; ".join(f"{name} {r['requests_per_s']:.2f} req/s (p50 {r['latency_p50_ms']} ms, p95 "
+                                         f"{r['latency_p95_ms']} ms)" for name, r in rows.items()))
+    if "llama_cpp_skipped" in versus:
+        print(f"llama.cpp: skipped ({versus['llama_cpp_skipped']})")
+    if targets := versus.get("targets"):
+        print(f"targets: {json.dumps(targets['met'])}; ratios " +
+              ", ".join(f"{k} {v['ratio']}x" for k, v in targets["throughput"].items()) +
+              f"; long p95/p50 {targets['long_p95_over_p50']}; perplexity {targets['perplexity_change_pct']} %")
+    return [r["first_failures"] for rows in versus["servers"].values() for r in rows.values() if r["failed"]]
+
 
 if __name__ == "__main__":
     run(main)

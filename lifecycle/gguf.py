@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lifecycle.core import StageError
 from lifecycle.io import atomic_path, write_json
-from lifecycle.net import free_port
+from lifecycle.net import free_port, wait_up
 
 log = logging.getLogger("llm-lifecycle.gguf")
 LLAMA_CPP = Path(".llama.cpp")
@@ -232,7 +232,7 @@ def llama_server(gguf: Path, context: int, threads: int, slots: int = 1, timeout
     with tempfile.TemporaryFile("w+") as server_log:  # a file, not a pipe: a full pipe would stall the server
         process = subprocess.Popen([str(c) for c in command], stdout=subprocess.DEVNULL, stderr=server_log)
         try:
-            wait_healthy(process, f"http://127.0.0.1:{port}", server_log, f"llama-server on {gguf.name}", timeout)
+            wait_up(process, f"http://127.0.0.1:{port}/health", server_log, f"llama-server on {gguf.name}", timeout)
             yield f"http://127.0.0.1:{port}"
         finally:
             process.terminate()
@@ -241,22 +241,6 @@ def llama_server(gguf: Path, context: int, threads: int, slots: int = 1, timeout
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-def wait_healthy(process: subprocess.Popen, url: str, server_log, what: str, timeout: float) -> None:
-    """Until `url`/health answers 200; one line (with the server's last log line) if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while process.poll() is None:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        if time.monotonic() > deadline:
-            raise StageError(f"{what}: not healthy after {timeout:.0f} s")
-        time.sleep(0.3)
-    server_log.seek(0)
-    last = (server_log.read().strip() or "no output").splitlines()[-1]
-    raise StageError(f"{what} exited ({process.returncode}): {last}")
 
 
 def server_continuations(url: str, prompts: list[str], new_tokens: int) -> list[list[int]]:

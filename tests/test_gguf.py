@@ -12,6 +12,7 @@ import pytest
 
 from lifecycle import gguf
 from lifecycle.core import StageError
+from lifecycle.net import wait_up
 
 REPO = Path(__file__).resolve().parents[1]
 GPT2_LIKE = {"normalizer": None, "model": {"type": "BPE"},
@@ -208,7 +209,7 @@ def test_a_server_that_exits_is_one_line_with_its_last_log_line(tmp_path):
         process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stderr.write('loading\\nbad magic\\n'); "
                                     "sys.exit(3)"], stderr=server_log)
         with pytest.raises(StageError, match=r"^llama-server on m.gguf exited \(3\): bad magic$"):
-            gguf.wait_healthy(process, "http://127.0.0.1:9", server_log, "llama-server on m.gguf", timeout=30)
+            wait_up(process, "http://127.0.0.1:9/health", server_log, "llama-server on m.gguf", timeout=30)
 
 
 # ---------------------------------------------------------------- agreement

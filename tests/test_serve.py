@@ -286,7 +286,7 @@ def test_an_unforeseen_failure_in_a_batch_fails_only_its_culprit(project, served
     bodies = [{"prompt": p, "max_tokens": 6, "temperature": 0} for p in prompts]
     bodies.insert(5, {"prompt": "Scene 5: POISON", "max_tokens": 6, "temperature": 0})
     bodies.insert(0, {**bodies[0], "stream": True})
-    app = create_app(settings(project, ab=None, api_key_env=None, cache_size=0, request_log=None,
+    app = create_app(settings(project, ab=None, api_key_env=None, cache_size=0, request_log=None, engine="batch",
                               max_batch_size=len(bodies), max_wait_ms=3000.0), {"int8_dynamic": model})
     with running(app) as url, ThreadPoolExecutor(len(bodies)) as pool:
         replies = list(pool.map(lambda body: httpx.post(f"{url}/v1/completions", json=body, timeout=60), bodies))
@@ -316,7 +316,9 @@ def test_concurrent_requests_are_batched(client, server):
     assert len(outs) == 12
     batches = metric(server, "llm_batch_size_count", task="generate") - before_count
     jobs = metric(server, "llm_batch_size_sum", task="generate") - before_sum
-    assert jobs == 12 and batches < 12, (jobs, batches)  # at least one batch held more than one request
+    # the histogram counts model calls and their rows (a continuous engine's decode steps, or micro-batches): the
+    # calls held more than one request each, on average
+    assert batches > 0 and jobs / batches > 1, (jobs, batches)
 
 
 def test_greedy_repeat_is_served_from_the_cache(client, server):
@@ -396,7 +398,8 @@ def test_a_failing_model_call_fails_only_its_request(project, served, monkeypatc
     monkeypatch.setattr(model, "generate", broken_once)
     body = {"model": f"{MODEL}:int8_dynamic", "prompt": "To be", "max_tokens": 3, "temperature": 0}
     log = project / "logs/failing.jsonl"
-    with TestClient(create_app(settings(project, api_key_env=None, request_log=str(log)), served)) as http:
+    with TestClient(create_app(settings(project, api_key_env=None, request_log=str(log), engine="batch"),
+                               served)) as http:
         failed = http.post("/v1/completions", json=body)
         assert failed.status_code == 500 and failed.json()["error"]["type"] == "server_error"
         assert http.post("/v1/completions", json=body).status_code == 200

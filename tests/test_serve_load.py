@@ -58,3 +58,33 @@ def test_under_load_invalid_requests_fail_alone(load_report):
     assert all(set(by_status) <= {"400", "404"} for by_status in statuses.values()), statuses
     assert set(statuses["unknown_model"]) == {"404"} and set(statuses["empty_text"]) == {"400"}
     assert 0 < iso["latency_p50_ms"] <= iso["latency_p95_ms"]
+
+
+def test_both_engines_are_compared_and_a_missing_llama_cpp_is_said(load_report):
+    _, report = load_report
+    versus = report["versus_llama_cpp"]
+    assert versus["engine"] == report["engine"] == "continuous" and versus["rounds"] == 2
+    assert set(versus["servers"]) == {"ours (continuous)", "ours (batch)"}  # no GGUF in this project
+    for rows in versus["servers"].values():
+        assert set(rows) == {"completions", "long_completions"}
+        for row in rows.values():
+            assert row["runs"] == 2 and row["failed"] == 0 and len(row["requests_per_s_each"]) == 2
+            assert row["requests_per_s"] == pytest.approx(sum(row["requests_per_s_each"]) / 2, abs=0.01)
+    assert "make llama-cpp gguf" in versus["llama_cpp_skipped"] and "targets" not in versus
+
+
+def test_the_verdict_holds_ours_against_the_best_llama_cpp_run():
+    from benchmarks.serve_load import verdict
+
+    def row(rps, p50=100.0, p95=110.0, failed=0):
+        return {"requests_per_s": rps, "latency_p50_ms": p50, "latency_p95_ms": p95, "failed": failed}
+    servers = {"ours (continuous)": {"completions": row(300), "long_completions": row(120, 100, 125)},
+               "llama.cpp q8_0 -t 1": {"completions": row(310), "long_completions": row(90)},
+               "llama.cpp q8_0 -t 2": {"completions": row(250), "long_completions": row(110)}}
+    v = verdict(servers, "ours (continuous)", 0.3)
+    assert v["throughput"]["completions"]["llama_cpp"] == "llama.cpp q8_0 -t 1"  # the best run of each workload
+    assert v["throughput"]["completions"]["ratio"] == 0.97 and v["throughput"]["long_completions"]["ratio"] == 1.09
+    assert v["long_p95_over_p50"] == 1.25 and v["failed"] == 0
+    assert v["met"] == {"throughput_at_least_llama_cpp": False, "long_p95_within_1.2x_p50": False,
+                        "no_failures": True, "perplexity_within_2pct": True}
+    assert not verdict(servers, "ours (continuous)", None)["met"]["perplexity_within_2pct"]  # not measured: not met

@@ -44,9 +44,15 @@ class ServeParams(Section):
     host: str = "127.0.0.1"
     port: between(0, 65535, int) = 8000
     model_name: str = Field("llm-lifecycle", description="the id clients pass as `model`")
-    variant: VariantName = Field("int8_dynamic", description="served when `ab` is null")
+    variant: VariantName = Field("onnx_optimized", description="served when `ab` is null")
     ab: AbTest | None = Field(None, description="serve two variants, routing requests by `split`")
-    max_batch_size: between(1, 1024, int) = Field(16, description="1 turns dynamic batching off")
+    engine: Literal["continuous", "batch"] = Field(
+        "continuous", description="continuous: an ONNX variant's completions decode in a worker process, requests "
+                                  "joining and leaving the batch at every step; batch: dynamic micro-batching (the "
+                                  "pytorch variant and classifications always use it)")
+    max_batch_size: between(1, 1024, int) = Field(16, description="rows decoded together; 1 turns batching off")
+    decoders: between(1, 64, int) = Field(2, description="continuous engine: decoder processes per variant, each with "
+                                                         "max_batch_size / decoders slots and `threads` threads")
     threads: at_least(1) | None = Field(1, description="ONNX Runtime intra-op threads of the model; null: every core")
     max_wait_ms: between(0, 10_000) = Field(10.0, description="how long the first request of a batch waits for others")
     cache_size: at_least(0) = Field(1024, description="LRU entries for deterministic requests; 0: off")

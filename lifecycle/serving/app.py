@@ -36,30 +36,47 @@ class Server:
 
     async def lifespan(self, app):
         worker = asyncio.create_task(self.services.batcher.work())
+        for decoder in self.services.decoders.values():
+            await decoder.start()
         self.ready = True
         yield
         self.ready = False
         worker.cancel()
+        for decoder in self.services.decoders.values():
+            await decoder.stop()
         self.services.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def guard(self, request: Request, call_next):
-        """Body size limit, API key, and metrics; any unexpected failure becomes a 500 in OpenAI's shape."""
-        endpoint, start = request.url.path, time.perf_counter()
-        try:
-            if endpoint.startswith("/v1/"):
-                self.check_access(request)
-            response = await call_next(request)
-        except ApiError as err:
-            response = error_response(err)
-        except Exception:  # never let a request take the server down
-            log.exception("unhandled error on %s", endpoint)
-            response = error_response(server_error())
+    def guard(self, app):
+        """The ASGI middleware every request passes (plain ASGI: Starlette's BaseHTTPMiddleware costs a task and
+        a stream per request): the API key and body size limit, then metrics by endpoint and status; any unexpected
+        failure becomes a 500 in OpenAI's shape."""
+        async def guarded(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            endpoint, start, status = scope["path"], time.perf_counter(), []
+
+            async def sending(message):
+                if message["type"] == "http.response.start":
+                    status.append(message["status"])
+                await send(message)
+            try:
+                if endpoint.startswith("/v1/"):
+                    self.check_access(Request(scope))
+                await app(scope, receive, sending)
+            except Exception as err:  # never let a request take the server down
+                if not isinstance(err, ApiError):
+                    log.exception("unhandled error on %s", endpoint)
+                if not status:  # nothing sent yet: the error is the response
+                    await error_response(err if isinstance(err, ApiError) else server_error())(scope, receive, sending)
+            self.count(endpoint, status[0] if status else 500, start)
+        return guarded
+
+    def count(self, endpoint: str, status: int, start: float) -> None:
         metrics = self.services.metrics
-        if response.status_code >= 400:
-            metrics.errors.labels(str(response.status_code)).inc()
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        if status >= 400:
+            metrics.errors.labels(str(status)).inc()
+        metrics.requests.labels(endpoint, str(status)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
 
     def check_access(self, request: Request) -> None:
         """The API key (when one is set), then the declared body size (a chunked body is checked as it arrives)."""
@@ -93,7 +110,9 @@ class Server:
         if not self.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         return {"status": "ready", "variants": sorted(self.services.served),
-                "queued": self.services.batcher.queue.qsize()}
+                "queued": self.services.batcher.queue.qsize(),
+                "decoding": {name: d.in_flight for name, d in self.services.decoders.items()},
+                "decoders": {name: d.pids for name, d in self.services.decoders.items()}}
 
     async def prometheus(self):
         from fastapi.responses import Response
@@ -111,7 +130,7 @@ def create_app(settings: ServeParams, served: dict[str, Served]):
     server = Server(services)
     app = FastAPI(title="llm-lifecycle", lifespan=server.lifespan)
     app.state.metrics, app.state.batcher = services.metrics, services.batcher
-    app.middleware("http")(server.guard)
+    app.add_middleware(server.guard)
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(RequestValidationError)(invalid_request)
     app.exception_handler(HTTPException)(http_error)  # no such route (404), wrong method (405)

@@ -7,6 +7,7 @@ import time
 import uuid
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
+from fastapi.responses import JSONResponse
 
 from lifecycle.serving.api import ClassifyRequest, invalid_value, parse_body, within
 from lifecycle.serving.services import Services
@@ -27,9 +28,9 @@ class Classifications:
         results = await within(asyncio.gather(*(self.classify_one(variant, t, i) for t, i in zip(texts, ids))),
                                settings.request_timeout_s)
         self.log_classifications(variant, texts, results, time.perf_counter() - start)
-        return {"object": "list", "model": req.model or settings.model_name,
-                "data": [{"index": i, "label": r["label"], "score": r["scores"][r["label"]], "scores": r["scores"]}
-                         for i, r in enumerate(results)]}
+        return JSONResponse({"object": "list", "model": req.model or settings.model_name,
+                             "data": [{"index": i, "label": r["label"], "score": r["scores"][r["label"]],
+                                       "scores": r["scores"]} for i, r in enumerate(results)]})
 
     def checked_ids(self, variant: str, texts: list[str], listed: bool) -> list[list[int]]:
         """Each text's token ids, every text checked before any is queued: a text the classifier cannot run (an

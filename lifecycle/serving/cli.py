@@ -31,6 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int)
     parser.add_argument("--variant", help="overrides serve.variant (and serve.ab)")
     parser.add_argument("--max-batch-size", type=int, help="overrides serve.max_batch_size (1: no batching)")
+    parser.add_argument("--engine", choices=["continuous", "batch"], help="overrides serve.engine")
     parser.add_argument("--cache-size", type=int, help="overrides serve.cache_size")
     parser.add_argument("--request-log", help="overrides serve.request_log")
     parser.add_argument("--models-root", default="models",
@@ -63,7 +64,7 @@ def settings_from(params: ServeParams, args: argparse.Namespace) -> ServeParams:
     """serve params with command-line overrides, validated like params.yaml."""
     overrides = {k: v for k, v in {"host": args.host, "port": args.port, "variant": args.variant,
                                    "max_batch_size": args.max_batch_size, "cache_size": args.cache_size,
-                                   "request_log": args.request_log}.items() if v is not None}
+                                   "request_log": args.request_log, "engine": args.engine}.items() if v is not None}
     if args.variant:
         overrides["ab"] = None
     try:
@@ -85,6 +86,6 @@ def main(argv=None) -> None:
     for model in served.values():
         model.registry = registry
     app = create_app(settings, served)
-    log.info("serving %s on http://%s:%d (batch <= %d, wait %s ms)", ", ".join(variants), settings.host, settings.port,
-             settings.max_batch_size, settings.max_wait_ms)
+    log.info("serving %s on http://%s:%d (%s batching, batch <= %d)", ", ".join(variants), settings.host,
+             settings.port, settings.engine, settings.max_batch_size)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=5)

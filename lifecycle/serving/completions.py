@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' annotations here
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from lifecycle.serving.api import (
     ApiError,
@@ -61,7 +61,7 @@ class Completions:
         if call.req.stream:
             tokenizer = self.services.served[call.variant].lm_tokenizer
             return StreamingResponse(whole_answer_events(body, tokenizer), media_type="text/event-stream")
-        return body
+        return JSONResponse(body)  # already plain JSON: FastAPI's encoder would walk it again
 
     def checked(self, req: CompletionRequest, start: float) -> Call:
         """The request's limits (the schema checked its ranges) and every prompt's tokens, before anything is queued:
@@ -141,7 +141,7 @@ class Completions:
         cache_key, hit = self.cached(call, prompt)
         if hit is not None:
             return {**hit, "cached": True}
-        result = await self.services.batcher.submit(*self.job(call, ids))
+        result = await self.services.generate(*self.job(call, ids))
         return {**self.finished(result, ids, call.stops, cache_key), "cached": False}
 
     async def complete_all(self, call: Call) -> list[dict]:
@@ -175,7 +175,7 @@ class Completions:
         logged, counted and cached as usual, and a timeout or failure becomes an error event. When the batch failed
         and this job ran again alone (see Batcher.run), the rest of the rerun's answer follows what was sent."""
         loop, queue, timeout = asyncio.get_running_loop(), asyncio.Queue(), self.services.settings.request_timeout_s
-        task = asyncio.ensure_future(self.services.batcher.submit(*self.job(call, ids, stream=queue, loop=loop)))
+        task = asyncio.ensure_future(self.services.generate(*self.job(call, ids, stream=queue, loop=loop)))
         head, outcome, answer = completion_head(call.req, self.services.settings.model_name), "ok", {}
         text = LiveText(self.services.served[call.variant].lm_tokenizer, call.stops, call.max_tokens)
         deadline = call.start + timeout

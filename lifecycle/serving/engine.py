@@ -25,6 +25,7 @@ class Served:
     classifier_tokenizer: Any
     sha256: dict[str, str] = field(default_factory=dict)  # kind (lm | classifier) -> model_sha256 of its directory
     registry: dict | None = None  # the registry version it came from (--model-ref): name, version, stage, commit
+    lm_onnx: Path | None = None  # the LM's model.onnx (None for a PyTorch LM): what continuous batching decodes
 
     def model(self, kind: str) -> dict:
         """What a request-log record names as the model that served it: this variant and `kind`'s content hash
@@ -42,7 +43,8 @@ class Served:
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # The models saw EOS before every document: it starts every prompt (so an empty prompt works too).
-        return [self.lm_tokenizer.eos_token_id] + self.lm_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        tok = self.lm_tokenizer  # its Rust tokenizer straight away: the Python wrapper costs more than the encoding
+        return [tok.eos_token_id] + tok.backend_tokenizer.encode(prompt, add_special_tokens=False).ids
 
     def text_ids(self, text: str) -> list[int]:
         """A text's classifier token ids, cut to the classifier's context ([] for an empty text: no input to run)."""
@@ -105,13 +107,14 @@ class Served:
 def load_served(variant: str, root: Path, threads: int | None = None) -> Served:
     """`variant`'s LM and classifier, and the content hash of each one's directory (the request log names them);
     `threads` caps ONNX Runtime's intra-op threads (serve.threads)."""
-    from lifecycle.variants import load_classifier, load_lm, model_sha256, variant_dir
+    from lifecycle.variants import ONNX_FILE, is_pytorch, load_classifier, load_lm, model_sha256, variant_dir
     lm, lm_tok = load_lm(variant, root, threads)
     classifier, classifier_tok = load_classifier(variant, root, threads)
     if classifier_tok.pad_token_id is None:
         classifier_tok.pad_token = classifier_tok.eos_token
     sha256 = {kind: model_sha256(variant_dir(kind, variant, root)) for kind in ("lm", "classifier")}
-    return Served(variant, lm, lm_tok, classifier, classifier_tok, sha256)
+    lm_onnx = None if is_pytorch(variant) else variant_dir("lm", variant, root) / ONNX_FILE
+    return Served(variant, lm, lm_tok, classifier, classifier_tok, sha256, lm_onnx=lm_onnx)
 
 
 def run_batch(served: dict[str, Served], jobs: list[Job]) -> list[dict]:

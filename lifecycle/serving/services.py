@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from lifecycle.core import StageError
 from lifecycle.params.serve import ServeParams
 from lifecycle.serving.batching import Batcher
+from lifecycle.serving.continuous import DecoderPool
 from lifecycle.serving.engine import Served, run_batch
 from lifecycle.serving.output import OutputFilter, ResultCache
 from lifecycle.serving.routing import Router
@@ -36,6 +37,7 @@ class Services:
     router: Router
     executor: ThreadPoolExecutor  # the one model thread
     batcher: Batcher
+    decoders: dict[str, DecoderPool]  # continuous batching of each ONNX LM variant (serve.engine: continuous)
 
     @classmethod
     def build(cls, settings: ServeParams, served: dict[str, Served]) -> Services:
@@ -46,4 +48,14 @@ class Services:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         batcher = Batcher(functools.partial(run_batch, served), settings.max_batch_size, settings.max_wait_ms, metrics,
                           executor)
-        return cls(settings, served, metrics, cache, request_log, output_filter, api_key, router, executor, batcher)
+        decoders = {name: DecoderPool(model, model.lm_onnx, settings.max_batch_size, settings.threads, metrics,
+                                      settings.decoders)
+                    for name, model in served.items() if settings.engine == "continuous" and model.lm_onnx}
+        return cls(settings, served, metrics, cache, request_log, output_filter, api_key, router, executor, batcher,
+                   decoders)
+
+    async def generate(self, key: tuple, payload: dict) -> dict:
+        """A checked generation (Completions.job's key and payload): by its variant's decoder process when it has one,
+        else by the micro-batcher."""
+        decoder = self.decoders.get(key[1])
+        return await (decoder.submit(payload) if decoder else self.batcher.submit(key, payload))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -34,7 +35,7 @@ class RequestLog:
     TEXT_FIELDS = ("prompt", "text", "completion")
 
     def __init__(self, path: str | None):
-        self.path, self.lock = (Path(path) if path else None), threading.Lock()
+        self.path, self.lock, self.file = (Path(path) if path else None), threading.Lock(), None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -43,5 +44,19 @@ class RequestLog:
             return
         record = {k: scrub_pii(v)[0] if k in self.TEXT_FIELDS and isinstance(v, str) else v for k, v in record.items()}
         line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self.lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
+        with self.lock:
+            self.opened().write(line)
+            self.file.flush()  # readers (monitor, a tail) see whole records at once
+
+    def opened(self):
+        """The log, open for appending: opened again when the file was moved or deleted (rotated), so that records
+        never go to a file no longer at `path`."""
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            current = None
+        if self.file is None or current != os.fstat(self.file.fileno()).st_ino:
+            if self.file is not None:
+                self.file.close()
+            self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across records
+        return self.file
