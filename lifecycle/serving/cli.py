@@ -1,7 +1,8 @@
-"""serve: an OpenAI-compatible HTTP API over a model variant, with dynamic micro-batching, an LRU cache,
-limits, an optional API key, an output filter, Prometheus metrics and a PII-scrubbed request log.
+"""serve: an OpenAI-compatible HTTP API over a model variant, with continuous batching of completions in decoder
+processes (or dynamic micro-batching), an LRU cache, limits, an optional API key, an output filter, Prometheus
+metrics and a PII-scrubbed request log.
 
-    python -m lifecycle.serving [--variant int8_dynamic] [--port 8000] [--max-batch-size 16] [--models-root models]
+    python -m lifecycle.serving [--variant onnx_optimized] [--engine continuous] [--port 8000] [--models-root models]
     python -m lifecycle.serving --model-ref compressed@prod      # a registry version, fetched to .registry/
 
 Endpoints: POST /v1/completions (stream: server-sent events), GET /v1/models, POST /v1/classify,
