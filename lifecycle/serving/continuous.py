@@ -27,10 +27,12 @@ LINE_LIMIT = 1 << 24  # a message's bytes at most (the tokens of every row that 
 
 @dataclass
 class Pending:
-    """A request in the decoder: its future, its stream (if any), its token budget and the tokens so far."""
+    """A request in the decoder: its future, its stream (if any), its token budget, the message that added it, and
+    the tokens so far."""
     future: asyncio.Future
     max_tokens: int
     stream: asyncio.Queue | None = None
+    message: dict = field(default_factory=dict)
     tokens: list[int] = field(default_factory=list)
 
 
@@ -88,11 +90,13 @@ class DecoderProcess:
         """The generation of a checked request: {"token_ids", "text", "eos"} as Served.generate answers; its tokens
         also go to payload["stream"] (None at the end) when it streams."""
         rid = next(self.ids)
-        pending = Pending(asyncio.get_running_loop().create_future(), payload["max_tokens"], payload.get("stream"))
-        self.pending[rid] = pending
-        self.send({"op": "add", "id": rid, "ids": payload["ids"], "max_tokens": payload["max_tokens"],
+        message = {"op": "add", "id": rid, "ids": payload["ids"], "max_tokens": payload["max_tokens"],
                    "temperature": payload["temperature"], "top_p": payload["top_p"], "seed": payload["seed"],
-                   "stream": payload.get("stream") is not None})
+                   "stream": payload.get("stream") is not None}
+        pending = Pending(asyncio.get_running_loop().create_future(), payload["max_tokens"], payload.get("stream"),
+                          message)
+        self.pending[rid] = pending
+        self.send(message)
         try:
             return await pending.future
         except asyncio.CancelledError:  # the request timed out or its client left: free its slot
@@ -132,7 +136,8 @@ class DecoderProcess:
                 pending.future.set_exception(RuntimeError(error))
 
     async def died(self, process: asyncio.subprocess.Process) -> None:
-        """The process ended: every request it held fails; unless the server is stopping, a new one starts."""
+        """The process ended: every request it held fails; unless the server is stopping, a new one starts, and
+        takes the requests that came while it was starting."""
         if self.stopping or process is not self.process:
             return
         log.error("decoder of %s exited (code %s): failing %d requests and starting it again", self.served.variant,
@@ -142,6 +147,9 @@ class DecoderProcess:
                 pending.future.set_exception(RuntimeError("the decoder process exited"))
         self.metrics.failed_batches.labels("generate", "true").inc()
         await self.start()
+        for pending in list(self.pending.values()):
+            if not pending.future.done():
+                self.send(pending.message)
 
     @property
     def in_flight(self) -> int:
