@@ -83,6 +83,13 @@ def test_ended_rows_free_slots_that_new_requests_reuse_and_the_cache_is_trimmed(
     assert decoder.past[0].shape[0] == len(decoder.rows) == 0 and decoder.mask.shape == (0, 0)
 
 
+def test_a_graph_with_external_weights_is_left_as_it_is(models, tmp_path):
+    import onnx
+    onnx.save(onnx.load(lm_file(models, "onnx_fp32")), tmp_path / "model.onnx", save_as_external_data=True,
+              location="weights.bin", size_threshold=0)
+    assert last_position_head(str(tmp_path / "model.onnx")) == str(tmp_path / "model.onnx")
+
+
 def test_the_head_at_the_last_position_changes_no_logit(models):
     import onnxruntime
     path = lm_file(models, "onnx_fp32")

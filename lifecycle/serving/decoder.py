@@ -85,10 +85,12 @@ def last_position_head(path: str):
     """The graph of `path` with its LM head applied at the last position only, as bytes: a prefill then computes
     one row of logits per prompt, not one per prompt token (the head is 40 % of this model's prefill). Only where
     the head is one MatMul (optimum's fp32 exports, whose node is /lm_head/MatMul); other graphs (int8 ones split
-    it into several nodes) load as they are (`path`)."""
+    it into several nodes), and graphs whose weights are external files, load as they are (`path`)."""
     import onnx
     from onnx import helper, numpy_helper
-    model = onnx.load(path)
+    model = onnx.load(path, load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return path  # weights in files of their own (a model over 2 GB): one protobuf could not hold them
     heads = [n for n in model.graph.node if n.name.startswith("/lm_head/")]
     if len(heads) != 1 or heads[0].op_type != "MatMul" or [o.name for o in model.graph.output][:1] != ["logits"]:
         return path
