@@ -143,8 +143,9 @@ def read_log(path: Path) -> list[tuple[int, dict]]:
 # ---------------------------------------------------------------- which model wrote the log
 
 def served_variants(serve: ServeParams) -> list[str]:
-    """The variants the current serve params name: serve.variant, and serve.ab's two when set."""
-    return list(dict.fromkeys([serve.variant, *(serve.ab.variants if serve.ab else [])]))
+    """The variants the current serve params serve: serve.ab's two when set (the server then loads only those),
+    else serve.variant."""
+    return list(serve.ab.variants) if serve.ab else [serve.variant]
 
 
 def short(sha256: str) -> str:

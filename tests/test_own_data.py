@@ -130,7 +130,7 @@ def test_evaluation_audit_and_reports_describe_this_run(own):
         assert (read_rows, kept) == (330, 300)  # 30 two-word tickets fall to min_words, visibly
         row = f"| finetune | tickets | data/own/tickets.csv | {read_rows} | {read_rows} | {kept} | not stated |"
         assert row in text
-        assert "`int8_dynamic`" in text  # the variant the server serves by default
+        assert "`onnx_optimized`" in text  # the variant the server serves by default
         for demo in ("shakespeare", "wikipedia", "rotten_tomatoes", "movie"):
             assert demo not in text.lower(), (name, demo)
     card = (project / "reports/MODEL_CARD.md").read_text()

@@ -286,8 +286,9 @@ def test_an_unforeseen_failure_in_a_batch_fails_only_its_culprit(project, served
     bodies = [{"prompt": p, "max_tokens": 6, "temperature": 0} for p in prompts]
     bodies.insert(5, {"prompt": "Scene 5: POISON", "max_tokens": 6, "temperature": 0})
     bodies.insert(0, {**bodies[0], "stream": True})
-    app = create_app(settings(project, ab=None, api_key_env=None, cache_size=0, request_log=None, engine="batch",
-                              max_batch_size=len(bodies), max_wait_ms=3000.0), {"int8_dynamic": model})
+    app = create_app(settings(project, ab=None, variant="int8_dynamic", api_key_env=None, cache_size=0,
+                              request_log=None, engine="batch", max_batch_size=len(bodies), max_wait_ms=3000.0),
+                     {"int8_dynamic": model})
     with running(app) as url, ThreadPoolExecutor(len(bodies)) as pool:
         replies = list(pool.map(lambda body: httpx.post(f"{url}/v1/completions", json=body, timeout=60), bodies))
         isolated = metric(url, "llm_failed_batches_total", task="generate", batched="true")
