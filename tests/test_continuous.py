@@ -178,7 +178,9 @@ def serve_settings(**overrides) -> P.ServeParams:
 def continuous_server(models, **overrides):
     from lifecycle.serving.app import create_app
     from lifecycle.serving.engine import load_served
-    app = create_app(serve_settings(**overrides), {"onnx_fp32": load_served("onnx_fp32", models)})
+    served = load_served("onnx_fp32", models, decoded_elsewhere=True)  # as the CLI loads it for this engine
+    assert served.lm is None and served.context == load_served("onnx_fp32", models).context
+    app = create_app(serve_settings(**overrides), {"onnx_fp32": served})
     with running(app) as url:
         yield url, app
 

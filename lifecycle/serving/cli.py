@@ -83,7 +83,8 @@ def main(argv=None) -> None:
         import torch
         torch.set_num_threads(settings.threads)  # a PyTorch variant gets the same cap as ONNX Runtime's
     root, registry = models_root(args)
-    served = {v: load_served(v, root, settings.threads) for v in variants}
+    served = {v: load_served(v, root, settings.threads, decoded_elsewhere=settings.engine == "continuous")
+              for v in variants}
     for model in served.values():
         model.registry = registry
     app = create_app(settings, served)

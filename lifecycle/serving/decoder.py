@@ -16,7 +16,7 @@ A streamed request's tokens come at every step; any other request's come all at 
 step would cost the server a wake-up per step).
 
     python -m lifecycle.serving.decoder MODEL.onnx --eos 0 [--threads 1] [--slots 16]
-Only numpy and onnxruntime are imported: no torch, no transformers.
+numpy, onnx and onnxruntime are what it imports (and lifecycle.variants' session options): no torch, no transformers.
 """
 from __future__ import annotations
 
@@ -49,8 +49,7 @@ class Row:
 
     @classmethod
     def of(cls, request: dict) -> Row:
-        return cls(request["id"], request["max_tokens"], request.get("temperature") or 0.0,
-                   request.get("top_p", 1.0) if request.get("top_p") is not None else 1.0,
+        return cls(request["id"], request["max_tokens"], request.get("temperature") or 0.0, request.get("top_p") or 1.0,
                    np.random.default_rng(seed_of(request.get("seed"))), bool(request.get("stream")))
 
     def sample(self, logits: np.ndarray) -> int:
@@ -115,10 +114,9 @@ class Decoder:
 
     def __init__(self, model: str, eos: int, threads: int | None = 1):
         import onnxruntime
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        self.session = onnxruntime.InferenceSession(last_position_head(model), options,
+
+        from lifecycle.variants import session_options
+        self.session = onnxruntime.InferenceSession(last_position_head(model), session_options(threads),
                                                     providers=["CPUExecutionProvider"])
         self.past_inputs = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         if not self.past_inputs:

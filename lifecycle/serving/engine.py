@@ -26,6 +26,7 @@ class Served:
     sha256: dict[str, str] = field(default_factory=dict)  # kind (lm | classifier) -> model_sha256 of its directory
     registry: dict | None = None  # the registry version it came from (--model-ref): name, version, stage, commit
     lm_onnx: Path | None = None  # the LM's model.onnx (None for a PyTorch LM): what continuous batching decodes
+    lm_config: Any = None  # the LM's config, when `lm` is None (its decoder processes load the model, not we)
 
     def model(self, kind: str) -> dict:
         """What a request-log record names as the model that served it: this variant and `kind`'s content hash
@@ -35,7 +36,7 @@ class Served:
 
     @property
     def context(self) -> int:
-        return positions(self.lm.config, 1024)
+        return positions(self.lm.config if self.lm is not None else self.lm_config, 1024)
 
     @property
     def classifier_context(self) -> int:
@@ -104,17 +105,24 @@ class Served:
                  "scores": {labels[i]: v for i, v in enumerate(p)}} for p in probs]
 
 
-def load_served(variant: str, root: Path, threads: int | None = None) -> Served:
+def load_served(variant: str, root: Path, threads: int | None = None, decoded_elsewhere: bool = False) -> Served:
     """`variant`'s LM and classifier, and the content hash of each one's directory (the request log names them);
-    `threads` caps ONNX Runtime's intra-op threads (serve.threads)."""
+    `threads` caps ONNX Runtime's intra-op threads (serve.threads). `decoded_elsewhere` (serve.engine: continuous):
+    an ONNX LM's session is not loaded here, only its config and tokenizer, since decoder processes run it."""
+    from lifecycle.tokens import load_tokenizer
     from lifecycle.variants import ONNX_FILE, is_pytorch, load_classifier, load_lm, model_sha256, variant_dir
-    lm, lm_tok = load_lm(variant, root, threads)
+    lm_dir, lm_config = variant_dir("lm", variant, root), None
+    if decoded_elsewhere and not is_pytorch(variant):
+        from transformers import AutoConfig
+        lm, lm_tok, lm_config = None, load_tokenizer(lm_dir), AutoConfig.from_pretrained(lm_dir)
+    else:
+        lm, lm_tok = load_lm(variant, root, threads)
     classifier, classifier_tok = load_classifier(variant, root, threads)
     if classifier_tok.pad_token_id is None:
         classifier_tok.pad_token = classifier_tok.eos_token
     sha256 = {kind: model_sha256(variant_dir(kind, variant, root)) for kind in ("lm", "classifier")}
-    lm_onnx = None if is_pytorch(variant) else variant_dir("lm", variant, root) / ONNX_FILE
-    return Served(variant, lm, lm_tok, classifier, classifier_tok, sha256, lm_onnx=lm_onnx)
+    lm_onnx = None if is_pytorch(variant) else lm_dir / ONNX_FILE
+    return Served(variant, lm, lm_tok, classifier, classifier_tok, sha256, lm_onnx=lm_onnx, lm_config=lm_config)
 
 
 def run_batch(served: dict[str, Served], jobs: list[Job]) -> list[dict]:
