@@ -36,6 +36,28 @@ def atomic_path(path: str | Path, directory: bool = False) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def restored_on_failure(path: str | Path) -> Iterator[None]:
+    """For a stage that replaces an output (atomic_path) and then checks or measures it: when the block fails, the
+    output is put back as it was before (or removed, if there was none), so that a failed stage leaves the previous
+    output, not an unchecked new one beside the previous reports. What is kept meanwhile is a hard-linked copy (no
+    bytes copied: atomic_path replaces files, it never writes into them)."""
+    path = Path(path)
+    kept = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".kept.tmp", dir=path.parent))
+    try:
+        if path.is_dir():
+            shutil.copytree(path, kept / path.name, symlinks=True, copy_function=os.link)
+        yield
+    except BaseException:
+        if (kept / path.name).is_dir():
+            replace(kept / path.name, path)
+        elif path.is_dir():
+            shutil.rmtree(path)
+        raise
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+
+
 def replace(new: Path, path: Path) -> None:
     """Put `new` at `path`. A file is replaced in one rename; a directory is swapped in two (the previous one is
     moved aside first, and put back if the second rename fails), so `path` is never half-written."""

@@ -13,7 +13,7 @@ import logging
 from lifecycle.compression import OUT, SOURCES, STUDENT, build_variants, detect_isa, distilled_variants, evaluate_kind
 from lifecycle.core import StageError, seed_everything
 from lifecycle.examples import replaced_folder
-from lifecycle.io import atomic_path, write_json
+from lifecycle.io import atomic_path, restored_on_failure, write_json
 from lifecycle.params.base import load
 from lifecycle.params.compress import CompressParams
 from lifecycle.params.finetune import EvaluateParams, FinetuneParams
@@ -45,17 +45,20 @@ def main() -> None:
     isa = detect_isa() if c.quantization.isa == "auto" else c.quantization.isa
     log.info("int8 kernels for %s", isa)
     report: dict = {"facts": {}}
-    with atomic_path(OUT, directory=True) as tmp:
-        for kind in SOURCES:
-            report["facts"][kind] = build_variants(kind, params, isa, tmp / kind)
-        if c.distilled:
-            report["facts"][DISTILLED] = build_variants("classifier", params, isa, tmp / "classifier", STUDENT,
-                                                        list(c.distilled), prefix=f"{DISTILLED}_")
     student = [DISTILLED, *distilled_variants(params)] if c.distilled else []
-    with replaced_folder("compress") as folder:
-        report["classifier"] = evaluate_kind("classifier", [*c.variants, *student], params, folder)
-        report["lm"] = evaluate_kind("lm", list(c.variants), params, folder)
-        write_json("reports/compress.json", rounded(report, 6))
+    # The variants are evaluated where they are written; when that fails, the previous ones (which the previous
+    # report describes) are put back.
+    with restored_on_failure(OUT):
+        with atomic_path(OUT, directory=True) as tmp:
+            for kind in SOURCES:
+                report["facts"][kind] = build_variants(kind, params, isa, tmp / kind)
+            if c.distilled:
+                report["facts"][DISTILLED] = build_variants("classifier", params, isa, tmp / "classifier", STUDENT,
+                                                            list(c.distilled), prefix=f"{DISTILLED}_")
+        with replaced_folder("compress") as folder:
+            report["classifier"] = evaluate_kind("classifier", [*c.variants, *student], params, folder)
+            report["lm"] = evaluate_kind("lm", list(c.variants), params, folder)
+            write_json("reports/compress.json", rounded(report, 6))
 
 
 if __name__ == "__main__":

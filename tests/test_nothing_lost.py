@@ -93,3 +93,37 @@ def test_killed_training_keeps_every_output(repo):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert snapshot(repo, "dvc.lock") == before
+
+
+def test_failed_evaluation_keeps_the_previous_compressed_models(repo):
+    """compress writes its variants, then evaluates them: a failure there (here a test shard that is not UTF-8)
+    puts the previous variants back, which the previous reports describe."""
+    before = snapshot(repo, "dvc.lock")
+    shard = next(iter(sorted((repo / "data/prepared/pretrain/test").glob("*.jsonl"))))
+    shard.write_bytes(shard.read_bytes() + b'{"id": "x", "text": "\xff\xfe not UTF-8"}\n')
+    edit_params(repo, lambda p: p["compress"]["quantization"].update(per_channel=True))  # other variants
+    result = dvc(repo, "repro", "-s", "compress", check=False)
+    assert result.returncode != 0 and shard.name in result.stdout + result.stderr
+    after = snapshot(repo, "dvc.lock")
+    assert {k: v for k, v in after.items() if not k.startswith("data/prepared/pretrain/test")} == \
+        {k: v for k, v in before.items() if not k.startswith("data/prepared/pretrain/test")}
+    assert not list((repo / "models").glob(".compressed.*"))  # no copy left behind
+
+
+def test_restored_on_failure_puts_back_the_previous_output_or_none(tmp_path):
+    from lifecycle.io import atomic_path, restored_on_failure
+    out = tmp_path / "out"
+    for content in ("new", "newer"):
+        with pytest.raises(RuntimeError), restored_on_failure(out):
+            with atomic_path(out, directory=True) as tmp:
+                (tmp / "f").write_text(content)
+            assert (out / "f").read_text() == content
+            raise RuntimeError("the check failed")
+        assert not out.exists()  # there was none before
+    with restored_on_failure(out), atomic_path(out, directory=True) as tmp:
+        (tmp / "f").write_text("checked")
+    with pytest.raises(RuntimeError), restored_on_failure(out):
+        with atomic_path(out, directory=True) as tmp:
+            (tmp / "f").write_text("unchecked")
+        raise RuntimeError("the check failed")
+    assert (out / "f").read_text() == "checked" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
