@@ -101,7 +101,8 @@ def test_failed_evaluation_keeps_the_previous_compressed_models(repo):
     before = snapshot(repo, "dvc.lock")
     shard = next(iter(sorted((repo / "data/prepared/pretrain/test").glob("*.jsonl"))))
     shard.write_bytes(shard.read_bytes() + b'{"id": "x", "text": "\xff\xfe not UTF-8"}\n')
-    edit_params(repo, lambda p: p["compress"]["quantization"].update(per_channel=True))  # other variants
+    # other int8 variants than the previous ones: were the new ones left in place, the snapshot would tell
+    edit_params(repo, lambda p: p["compress"]["quantization"].update(per_channel=True))
     result = dvc(repo, "repro", "-s", "compress", check=False)
     assert result.returncode != 0 and shard.name in result.stdout + result.stderr
     after = snapshot(repo, "dvc.lock")
