@@ -1,7 +1,6 @@
 """POST /v1/classify: each text's label and scores, from the cache or a batched forward of the classifier; logged."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -25,7 +24,7 @@ class Classifications:
             raise invalid_value("input", "at least one text is required.")
         variant = self.services.router.pick(req.model, req.user or uuid.uuid4().hex)
         ids = self.checked_ids(variant, texts, isinstance(req.input, list))
-        results = await within(asyncio.gather(*(self.classify_one(variant, t, i) for t, i in zip(texts, ids))),
+        results = await within([self.classify_one(variant, t, i) for t, i in zip(texts, ids)],
                                settings.request_timeout_s)
         self.log_classifications(variant, texts, results, time.perf_counter() - start)
         return JSONResponse({"object": "list", "model": req.model or settings.model_name,

@@ -148,8 +148,8 @@ class Completions:
         """Every prompt's answer, within the request timeout; each prompt logged with the request's outcome."""
         outcome, results = "ok", []
         try:
-            answers = (self.complete_one(call, p, ids) for p, ids in zip(call.prompts, call.ids))
-            results = await within(asyncio.gather(*answers), self.services.settings.request_timeout_s)
+            answers = [self.complete_one(call, p, ids) for p, ids in zip(call.prompts, call.ids)]
+            results = await within(answers, self.services.settings.request_timeout_s)
         except ApiError as err:
             outcome = err.code or err.type
             raise

@@ -1,6 +1,7 @@
 """The models behind the API: one variant's language model and classifier, and their batched inference."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,14 @@ class Served:
     def classifier_context(self) -> int:
         return positions(self.classifier.config, 512)
 
+    @functools.cached_property
+    def eos(self) -> int:
+        return self.lm_tokenizer.eos_token_id  # looked up once: the tokenizer's __getattr__ costs on every request
+
     def prompt_ids(self, prompt: str) -> list[int]:
         # The models saw EOS before every document: it starts every prompt (so an empty prompt works too).
         tok = self.lm_tokenizer  # its Rust tokenizer straight away: the Python wrapper costs more than the encoding
-        return [tok.eos_token_id] + tok.backend_tokenizer.encode(prompt, add_special_tokens=False).ids
+        return [self.eos] + tok.backend_tokenizer.encode(prompt, add_special_tokens=False).ids
 
     def text_ids(self, text: str) -> list[int]:
         """A text's classifier token ids, cut to the classifier's context ([] for an empty text: no input to run)."""
@@ -82,11 +87,16 @@ class Served:
 
     def generated(self, row: list[int], max_tokens: int) -> dict:
         """One row of new tokens: cut at `max_tokens` and at EOS, and decoded."""
-        tok = self.lm_tokenizer
         row = row[:max_tokens]
-        ended = tok.eos_token_id in row
-        row = row[:row.index(tok.eos_token_id)] if ended else row
-        return {"token_ids": row, "text": tok.decode(row, skip_special_tokens=True), "eos": ended}
+        ended = self.eos in row
+        row = row[:row.index(self.eos)] if ended else row
+        return {"token_ids": row, "text": self.decoded(row), "eos": ended}
+
+    def decoded(self, ids: list[int]) -> str:
+        """lm_tokenizer.decode(ids, skip_special_tokens=True) of a fast tokenizer, by its Rust tokenizer directly."""
+        tok = self.lm_tokenizer
+        text = tok.backend_tokenizer.decode(ids, skip_special_tokens=True)
+        return tok.clean_up_tokenization(text) if tok.clean_up_tokenization_spaces else text
 
     def classify(self, jobs: list[Job]) -> list[dict]:
         """One forward per group of similar lengths: a classification is compute-bound at batch 1 on a CPU,
