@@ -249,6 +249,17 @@ def test_no_route_and_wrong_method_answer_in_openai_shape(server):
         assert error["type"] == "invalid_request_error" and method in error["message"] and reply.headers["allow"]
 
 
+def test_decoding_by_the_rust_tokenizer_is_the_wrappers_decode(served):
+    # Served.decoded skips transformers' wrapper: the same text for any ids, special ones and split UTF-8 included
+    import random
+    model = served["int8_dynamic"]
+    tok, rng = model.lm_tokenizer, random.Random(0)
+    rows = [tok("naïve café 🙂 東京 — x", add_special_tokens=False)["input_ids"][:k] for k in range(1, 12)]
+    rows += [[rng.randrange(len(tok)) for _ in range(rng.randrange(1, 40))] + [model.eos] for _ in range(200)]
+    for ids in rows:
+        assert model.decoded(ids) == tok.decode(ids, skip_special_tokens=True)
+
+
 def test_the_model_endpoints_answered_by_the_guard_are_still_documented(server):
     # the guard answers them without FastAPI's router (Server.direct); /openapi.json still describes them
     paths = httpx.get(f"{server}/openapi.json").json()["paths"]

@@ -44,9 +44,9 @@ async def answer(handler: Callable, scope, receive, send) -> None:
 class Server:
     """What the app does besides answering: the batcher's worker, access checks and metrics, probes."""
 
-    def __init__(self, services: Services):
+    def __init__(self, services: Services, direct: dict[tuple[str, str], Callable]):
         self.services, self.ready = services, False
-        self.direct: dict[tuple[str, str], Callable] = {}  # (method, path) -> handler of Request, answered by guard
+        self.direct = direct  # (method, path) -> handler of a Request, answered by the guard itself
 
     async def lifespan(self, app):
         worker = asyncio.create_task(self.services.batcher.work())
@@ -143,15 +143,14 @@ def create_app(settings: ServeParams, served: dict[str, Served]):
     from starlette.exceptions import HTTPException
 
     services = Services.build(settings, served)
-    server = Server(services)
+    server = Server(services, {("POST", "/v1/completions"): Completions(services).completions,
+                               ("POST", "/v1/classify"): Classifications(services).classify})
     app = FastAPI(title="llm-lifecycle", lifespan=server.lifespan)
     app.state.metrics, app.state.batcher = services.metrics, services.batcher
     app.add_middleware(server.guard)
     app.exception_handler(ApiError)(api_error)
     app.exception_handler(RequestValidationError)(invalid_request)
     app.exception_handler(HTTPException)(http_error)  # no such route (404), wrong method (405)
-    server.direct = {("POST", "/v1/completions"): Completions(services).completions,
-                     ("POST", "/v1/classify"): Classifications(services).classify}
     for (method, path), handler in server.direct.items():  # routed too: /openapi.json lists them
         app.add_api_route(path, handler, methods=[method])
     app.get("/v1/models")(server.models)
