@@ -64,13 +64,15 @@ def choose_precision(requested: str, device: str) -> str:
 
 
 def matmul_peak_flops(device: str, precision: str, size: int = 1024, seconds: float = 0.3) -> float:
-    """This machine's measured matmul peak (FLOP/s) at the training dtype: the best of a few short bursts."""
+    """This machine's measured matmul peak (FLOP/s) at the training dtype: the best of a few short bursts. Its own
+    random generator: the global one (model initialisation, data order) is left as it was."""
     import time
 
     import torch
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(3):
         a @ b

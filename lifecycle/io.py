@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -41,8 +42,12 @@ def restored_on_failure(path: str | Path) -> Iterator[None]:
     """For a stage that replaces an output (atomic_path) and then checks or measures it: when the block fails, the
     output is put back as it was before (or removed, if there was none), so that a failed stage leaves the previous
     output, not an unchecked new one beside the previous reports. What is kept meanwhile is a hard-linked copy (no
-    bytes copied: atomic_path replaces files, it never writes into them)."""
+    bytes copied: atomic_path replaces files, it never writes into them). A copy left by a killed run (kill -9
+    skips the clean-up) is removed first."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.kept.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     kept = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".kept.tmp", dir=path.parent))
     try:
         if path.is_dir():

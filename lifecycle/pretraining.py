@@ -3,15 +3,19 @@ throughput, MFU) and samples for a reviewer to read."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from pathlib import Path
 
 import numpy as np
 
 from lifecycle.core import StageError
-from lifecycle.hardware import world
+from lifecycle.hardware import matmul_peak_flops, world
 from lifecycle.modeling import context_length
 from lifecycle.params.pretrain import PretrainParams, Samples
+
+log = logging.getLogger("llm-lifecycle.pretrain")
+PEAK_SPREAD = 1.3  # the peaks measured before and after training differ more: something else used the cores
 
 
 def sequences(dataset, length: int) -> np.ndarray:
@@ -128,10 +132,10 @@ def gather(value):
 
 def run_report(p: PretrainParams, trainer, run: dict, final: dict, timing: dict, data: dict) -> dict:
     """The figures of a finished run. `run`: the whole run's train loss, wall seconds, and the optimizer steps
-    timed and their seconds (training.WholeRun: before and after a resume); `timing`: peak FLOP/s, FLOPs per
-    token, sequence length, world size; `data`: train and validation sequences, vocabulary size, validation
-    tokens and bytes."""
-    world_size, length = timing["world_size"], timing["length"]
+    timed and their seconds (training.WholeRun: before and after a resume); `timing`: the peak FLOP/s measured
+    before and after training, FLOPs per token, sequence length, world size; `data`: train and validation
+    sequences, vocabulary size, validation tokens and bytes."""
+    world_size, length, peak = timing["world_size"], timing["length"], steady_peak(timing["peaks"])
     tokens_per_step = p.batch_size * p.gradient_accumulation_steps * world_size * length
     tokens_per_second = run["steps"] * tokens_per_step / run["step_seconds"] if run["step_seconds"] else 0.0
     achieved = tokens_per_second * timing["flops_per_token"]
@@ -148,9 +152,28 @@ def run_report(p: PretrainParams, trainer, run: dict, final: dict, timing: dict,
         "tokens_per_second": round(tokens_per_second, 1),
         "train_seconds": round(run["seconds"], 2),
         "achieved_tflops": round(achieved / 1e12, 4),
-        "peak_tflops_measured": round(timing["peak"] * world_size / 1e12, 4),
-        "mfu": round(achieved / (timing["peak"] * world_size), 4),
+        "peak_tflops_measured": round(peak * world_size / 1e12, 4),
+        "peak_tflops_before_after": [round(x * world_size / 1e12, 4) for x in timing["peaks"]],
+        "mfu": round(achieved / (peak * world_size), 4),
     }
+
+
+def train_between_peaks(whole, trainer, device: str, precision: str, measure: bool) -> tuple[dict, list[float]]:
+    """`whole.train(trainer)` (training.WholeRun), with this machine's matmul peak measured before and after it when
+    `measure` (rank 0): the two go to steady_peak."""
+    before = [matmul_peak_flops(device, precision)] if measure else []
+    run = whole.train(trainer)
+    return run, before + ([matmul_peak_flops(device, precision)] if measure else [])
+
+
+def steady_peak(peaks: list[float]) -> float:
+    """The best of the matmul peaks measured before and after training. One measurement alone varied 2x between
+    runs here when another process held a core; measured twice, a busy stretch shows as a spread, and is said."""
+    if max(peaks) > PEAK_SPREAD * min(peaks):
+        log.warning("the matmul peak measured before and after training differ (%s TFLOP/s): something else used "
+                    "the cores, so tokens/s and MFU are not comparable with another run's",
+                    " and ".join(f"{x / 1e12:.3f}" for x in peaks))
+    return max(peaks)
 
 
 def limit_threads_per_process(world_size: int) -> None:

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from lifecycle.core import seed_everything
-from lifecycle.hardware import choose_precision, device_type, init_distributed, matmul_peak_flops, world
+from lifecycle.hardware import choose_precision, device_type, init_distributed, world
 from lifecycle.io import atomic_path, write_json
 from lifecycle.modeling import build_model, context_length, parameter_counts, training_flops_per_token
 from lifecycle.params.base import load
@@ -25,6 +25,7 @@ from lifecycle.pretraining import (
     limit_threads_per_process,
     run_report,
     samples_markdown,
+    train_between_peaks,
     training_arguments,
     training_sequences,
     weights_digest,
@@ -72,18 +73,17 @@ def main() -> None:
     whole = WholeRun(resume)  # loss, seconds and throughput of the whole run, across a resume
     trainer = Trainer(model=model, args=training_arguments(p, precision, device, params.seed, CHECKPOINTS, **sharding),
                       train_dataset=blocks_to_dataset(train),
-                      eval_dataset=blocks_to_dataset(validation[: p.eval_max_blocks]),
-                      data_collator=causal_lm_collate,
+                      eval_dataset=blocks_to_dataset(validation[: p.eval_max_blocks]), data_collator=causal_lm_collate,
                       callbacks=[LiveCurves(curves_of(CHECKPOINTS), checkpoint_step(resume)), whole])
-    run = whole.train(trainer)
+    run, peaks = train_between_peaks(whole, trainer, device, precision, measure=rank == 0)
     final = trainer.evaluate(eval_dataset=blocks_to_dataset(validation))
     model = whole_model(trainer)  # under FSDP every rank gives its shard, rank 0 gets the whole model
     digests = gather(weights_digest(model) if model is not None else None)
     if rank != 0:
         return
     counts, flops_per_token = parameter_counts(model), training_flops_per_token(model, length)
-    timing = {"peak": matmul_peak_flops(device, precision), "flops_per_token": flops_per_token, "length": length,
-              "world_size": world_size, "parameters": counts["total"], "resumed_from_step": checkpoint_step(resume)}
+    timing = {"peaks": peaks, "flops_per_token": flops_per_token, "length": length, "world_size": world_size,
+              "parameters": counts["total"], "resumed_from_step": checkpoint_step(resume)}
     token_report = json.loads(Path("reports/tokens.json").read_text())["validation"]
     data = {"train": train, "validation": validation, "vocab_size": len(tokenizer), **token_report}
     report = {**run_report(p, trainer, run, final, timing, data), "device": device, "precision": precision,

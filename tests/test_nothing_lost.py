@@ -128,3 +128,17 @@ def test_restored_on_failure_puts_back_the_previous_output_or_none(tmp_path):
             (tmp / "f").write_text("unchecked")
         raise RuntimeError("the check failed")
     assert (out / "f").read_text() == "checked" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_restored_on_failure_makes_the_parent_and_removes_a_killed_runs_copy(tmp_path):
+    from lifecycle.io import atomic_path, restored_on_failure
+    out = tmp_path / "models" / "out"  # models/ does not exist yet
+    with restored_on_failure(out), atomic_path(out, directory=True) as tmp:
+        (tmp / "f").write_text("checked")
+    killed = out.parent / ".out.abc123.kept.tmp"  # what a kill -9 during the block leaves
+    (killed / "out").mkdir(parents=True)
+    other = out.parent / ".other.abc123.kept.tmp"  # another output's copy is not this one's to remove
+    other.mkdir()
+    with restored_on_failure(out):
+        assert not killed.exists() and other.exists()
+    assert (out / "f").read_text() == "checked"

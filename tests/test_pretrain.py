@@ -42,6 +42,8 @@ def test_pretrain_writes_model_reports_curves_and_samples(workdir):
     assert r["validation_perplexity"] == pytest.approx(math.exp(r["validation_loss"]), rel=1e-3)
     assert r["unigram_perplexity"] > 1
     assert 0 < r["mfu"] < 1 and r["tokens_per_second"] > 0
+    before, after = r["peak_tflops_before_after"]  # measured twice; MFU is against the better of the two
+    assert r["peak_tflops_measured"] == max(before, after) > 0
     model = json.loads((workdir / "reports/model.json").read_text())
     assert model["parameters"]["total"] == model["parameters"]["embedding"] + model["parameters"]["non_embedding"]
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -228,3 +230,24 @@ def test_repeated_ngram_share_measures_loops():
     assert "Repeated word 4-grams in the greedy continuations: 35.3%" in samples_markdown(samples, Samples(), 0.353)
     penalised = samples_markdown(samples, Samples(repetition_penalty=1.3), 0.5)
     assert "repetition_penalty 1.3 (pretrain.samples); without it the greedy continuations repeat 50.0%" in penalised
+
+
+def test_a_busy_stretch_during_the_peak_measurement_is_said(caplog):
+    from lifecycle.pretraining import steady_peak
+    with caplog.at_level("WARNING"):
+        assert steady_peak([0.44e12, 0.42e12]) == 0.44e12
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        assert steady_peak([0.21e12, 0.44e12]) == 0.44e12
+    assert "0.210 and 0.440 TFLOP/s" in caplog.text and "not comparable" in caplog.text
+
+
+def test_measuring_the_peak_leaves_the_global_random_state_alone():
+    import torch
+
+    from lifecycle.hardware import matmul_peak_flops
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    matmul_peak_flops("cpu", "fp32", size=64, seconds=0.01)
+    assert torch.equal(torch.rand(3), expected)  # so measuring before training cannot change the weights
