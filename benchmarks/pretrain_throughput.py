@@ -5,6 +5,8 @@
    tokens/s ratio stage / bare, target >= 0.95.
 2. MFU of the default config against this machine's measured matmul peak at the training dtype (target >= 50 %).
 3. bf16 / fp32 tokens/s on this CPU, with the loss each reached after the same steps (equal loss expected).
+4. `pretrain.torch_compile` on / off: the stage's tokens/s after the first steps, and the whole run's seconds (the
+   compilation included), with the loss each reached.
 
 Run after `dvc repro` (reads data/tokens, models/tokenizer):  make bench  ->  reports/bench/pretrain.json
 """
@@ -30,6 +32,7 @@ from lifecycle.tokens import blocks_to_dataset
 from lifecycle.training import StepTimer, causal_lm_collate
 
 OUT = Path("reports/bench/pretrain.json")
+TOKENS, TOKENIZER = Path("data/tokens"), Path("models/tokenizer")  # the pretrain stage's inputs
 STEPS = int(os.environ.get("BENCH_STEPS", "60"))
 WARMUP = 5  # steps excluded from timing: allocator and autocast caches settle
 
@@ -43,12 +46,13 @@ class SteadyTimer(StepTimer):
         self._start = None
 
 
-def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> tuple[float, float]:
-    """(tokens/s, final loss) of the stage's Trainer for STEPS steps, no evaluation or checkpoints."""
+def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str, compiled: bool = False) -> dict:
+    """Tokens/s (after WARMUP steps), final loss and whole seconds of the stage's Trainer for STEPS steps, no
+    evaluation or checkpoints."""
     from transformers import Trainer
 
     p = params.pretrain.model_copy(update={"max_steps": STEPS, "eval_steps": 10**9, "save_steps": 10**9,
-                                           "logging_steps": STEPS,
+                                           "logging_steps": STEPS, "torch_compile": compiled,
                                            "warmup_steps": min(params.pretrain.warmup_steps, STEPS)})
     seed_everything(params.seed)
     model = build_model(params.model, tokenizer)
@@ -61,16 +65,16 @@ def stage_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) ->
                           data_collator=causal_lm_collate, callbacks=[timer])
         result = trainer.train()
     tokens = timer.steps * p.batch_size * p.gradient_accumulation_steps * train.shape[1]
-    return tokens / timer.seconds, result.training_loss
+    return {"tokens_per_s": tokens / timer.seconds, "loss": result.training_loss,
+            "seconds": result.metrics["train_runtime"]}
 
 
-def stage_run_in_subprocess(precision: str) -> tuple[float, float]:
-    """A fresh process per precision: accelerate's autocast outlives a Trainer, so a second Trainer in the same
+def stage_run_in_subprocess(precision: str, compiled: bool = False) -> dict:
+    """A fresh process per run: accelerate's autocast outlives a Trainer, so a second Trainer in the same
     process would silently keep the first one's dtype (measured: bf16=False still ran in bf16)."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.pretrain_throughput", "--stage", precision],
-                         capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    return result["tokens_per_s"], result["loss"]
+    out = subprocess.run([sys.executable, "-m", "benchmarks.pretrain_throughput", "--stage", precision,
+                          *(["--compile"] if compiled else [])], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def bare_run(params: P.Params, tokenizer, train: np.ndarray, precision: str) -> float:
@@ -85,15 +89,14 @@ def load_inputs():
     from transformers import AutoTokenizer
 
     params = P.load()
-    tokenizer = AutoTokenizer.from_pretrained(pretrain.TOKENIZER)
-    train = pretrain.sequences(load_from_disk(str(pretrain.TOKENS))["train"], params.model.context_length)
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
+    train = pretrain.sequences(load_from_disk(str(TOKENS))["train"], params.model.context_length)
     return params, tokenizer, train
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--stage"]:  # child process: one stage run at one precision
-        tokens_per_s, loss = stage_run(*load_inputs(), sys.argv[2])
-        print(json.dumps({"tokens_per_s": tokens_per_s, "loss": loss}))
+        print(json.dumps(stage_run(*load_inputs(), sys.argv[2], compiled="--compile" in sys.argv[3:])))
         return
 
     params, tokenizer, train = load_inputs()
@@ -102,7 +105,8 @@ def main() -> None:
     flops = training_flops_per_token(build_model(params.model, tokenizer), train.shape[1])
 
     bare = bare_run(params, tokenizer, train, precision)
-    stage, loss = stage_run_in_subprocess(precision)
+    eager = stage_run_in_subprocess(precision)
+    stage = eager["tokens_per_s"]
     peak = matmul_peak_flops(device, precision)
     result = {"steps": STEPS, "device": device, "precision": precision,
               "threads": __import__("torch").get_num_threads(),
@@ -113,15 +117,19 @@ def main() -> None:
                       "target": 0.5}}
     if device == "cpu":
         other = "fp32" if precision == "bf16" else "bf16"
-        other_tps, other_loss = stage_run_in_subprocess(other)
-        by = {precision: (stage, loss), other: (other_tps, other_loss)}
+        by = {precision: eager, other: stage_run_in_subprocess(other)}
         if "bf16" in by and "fp32" in by:
-            result["bf16_vs_fp32"] = {"bf16_tokens_per_s": round(by["bf16"][0], 1),
-                                      "fp32_tokens_per_s": round(by["fp32"][0], 1),
-                                      "speedup": round(by["bf16"][0] / by["fp32"][0], 3),
-                                      "bf16_loss": round(by["bf16"][1], 5), "fp32_loss": round(by["fp32"][1], 5)}
+            result["bf16_vs_fp32"] = versus(("bf16", "fp32"), (by["bf16"], by["fp32"]))
+    result["compile_vs_eager"] = versus(("compiled", "eager"), (stage_run_in_subprocess(precision, True), eager))
     write_json(OUT, result)
     print(result)
+
+
+def versus(names: tuple[str, str], runs: tuple[dict, dict]) -> dict:
+    """Two stage runs side by side: tokens/s (and the first's speed-up), whole seconds, final loss."""
+    figures = {f"{name}_{key}": round(r[key], digits) for key, digits in
+               (("tokens_per_s", 1), ("seconds", 1), ("loss", 5)) for name, r in zip(names, runs)}
+    return {**figures, "speedup": round(runs[0]["tokens_per_s"] / runs[1]["tokens_per_s"], 3)}
 
 
 if __name__ == "__main__":
