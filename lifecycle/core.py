@@ -1,11 +1,13 @@
 """The core every stage shares: user errors, the entry point, offline defaults, seeding, stable hashing."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +41,10 @@ def hub_is_offline() -> bool:
 
 
 def run(main: Callable[[], None]) -> None:
-    """Entry point of a stage or command: user errors become one line and exit code 2."""
+    """Entry point of a stage or command: user errors become one line and exit code 2; SIGTERM unwinds as Ctrl+C
+    does (terminated)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    signal.signal(signal.SIGTERM, functools.partial(terminated, os.getpid()))
     try:
         main()
     except StageError as err:
@@ -49,6 +53,19 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+def terminated(main_pid: int, signum: int, _frame) -> None:
+    """SIGTERM (kill, timeout, a scheduler cancelling a job) would end Python on the spot, skipping every `finally`:
+    temporary outputs would stay and an output being checked would not be put back (io.restored_on_failure).
+    Raised as SystemExit instead, it unwinds them all; the exit code is the shell's 128 + 15. Processes forked from
+    the stage (multiprocessing workers and managers, which their parent stops with SIGTERM) die as before."""
+    if os.getpid() != main_pid:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    print(f"stopped by {signal.Signals(signum).name}", file=sys.stderr)
+    raise SystemExit(128 + signum)
 
 
 def package_root(package: str) -> Path:

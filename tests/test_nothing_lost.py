@@ -142,3 +142,59 @@ def test_restored_on_failure_makes_the_parent_and_removes_a_killed_runs_copy(tmp
     with restored_on_failure(out):
         assert not killed.exists() and other.exists()
     assert (out / "f").read_text() == "checked"
+
+
+KILLED_DURING_A_CHECK = """
+import sys, time
+from pathlib import Path
+from lifecycle.core import run
+from lifecycle.io import atomic_path, restored_on_failure
+
+def main():
+    out = Path(sys.argv[1])
+    with restored_on_failure(out):
+        with atomic_path(out, directory=True) as tmp:
+            (tmp / "f").write_text("unchecked")
+        with atomic_path(out.parent / "report.json") as tmp:
+            print("checking", flush=True)
+            time.sleep(60)
+
+run(main)
+"""
+
+
+def test_a_stage_stopped_by_sigterm_puts_back_what_it_was_checking(tmp_path):
+    """kill, timeout or a scheduler's cancel: the output is the previous one and no temporary file stays."""
+    out = tmp_path / "models" / "compressed"
+    out.mkdir(parents=True)
+    (out / "f").write_text("checked")
+    process = subprocess.Popen([sys.executable, "-c", KILLED_DURING_A_CHECK, str(out)], cwd=ROOT, env=stage_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "checking\n"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in stderr
+    assert (out / "f").read_text() == "checked"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["compressed"]  # no .tmp, no report written
+
+
+FORKED_CHILD_STOPPED = """
+import multiprocessing, os, signal, time
+from lifecycle.core import run
+
+def main():
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    child.start()
+    os.kill(child.pid, signal.SIGTERM)  # what multiprocessing's pools and managers do to stop their processes
+    child.join(10)
+    print(child.exitcode)
+
+run(main)
+"""
+
+
+def test_a_process_forked_from_a_stage_still_dies_of_sigterm():
+    """datatrove's local executor stops its manager process with SIGTERM: an unwinding child hung collect."""
+    result = subprocess.run([sys.executable, "-c", FORKED_CHILD_STOPPED], cwd=ROOT, env=stage_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == str(-signal.SIGTERM) and "stopped by" not in result.stderr
