@@ -40,11 +40,12 @@ def hub_is_offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
-def run(main: Callable[[], None]) -> None:
+def run(main: Callable[[], None], sigterm_unwinds: bool = True) -> None:
     """Entry point of a stage or command: user errors become one line and exit code 2; SIGTERM unwinds as Ctrl+C
-    does (terminated)."""
+    does (terminated), unless `sigterm_unwinds` is off."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    signal.signal(signal.SIGTERM, functools.partial(terminated, os.getpid()))
+    if sigterm_unwinds:
+        signal.signal(signal.SIGTERM, functools.partial(terminated, os.getpid()))
     try:
         main()
     except StageError as err:

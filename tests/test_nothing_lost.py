@@ -182,9 +182,16 @@ FORKED_CHILD_STOPPED = """
 import multiprocessing, os, signal, time
 from lifecycle.core import run
 
+def work(running):
+    running.set()
+    time.sleep(60)
+
 def main():
-    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+    fork = multiprocessing.get_context("fork")
+    running = fork.Event()
+    child = fork.Process(target=work, args=(running,))
     child.start()
+    running.wait(30)  # first: CPython drops a signal its handler gets while a fork()ed child is being set up
     os.kill(child.pid, signal.SIGTERM)  # what multiprocessing's pools and managers do to stop their processes
     child.join(10)
     print(child.exitcode)
@@ -198,3 +205,16 @@ def test_a_process_forked_from_a_stage_still_dies_of_sigterm():
     result = subprocess.run([sys.executable, "-c", FORKED_CHILD_STOPPED], cwd=ROOT, env=stage_env(),
                             capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == str(-signal.SIGTERM) and "stopped by" not in result.stderr
+
+
+def test_the_server_dies_of_sigterm_after_uvicorns_own_graceful_shutdown():
+    """`python -m lifecycle.serving` opts out: uvicorn shuts down on SIGTERM and raises it again to end the process."""
+    source = (ROOT / "lifecycle/serving/__main__.py").read_text()
+    assert "run(main, sigterm_unwinds=False)" in source
+    script = "import time\nfrom lifecycle.core import run\nrun(lambda: (print('up', flush=True), time.sleep(60)), " \
+             "sigterm_unwinds=False)\n"
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=stage_env(), stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "up\n"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == -signal.SIGTERM
